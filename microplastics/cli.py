@@ -1,0 +1,25 @@
+"""Shared command-line plumbing: one-line errors with exit status 2, never a bare traceback."""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment, shown as one line, exit status 2.
+
+    The message should say what is wrong and how to fix it.
+    """
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    """Run a stage's ``main`` and turn a UserError into one line on stderr and exit status 2."""
+    try:
+        code = main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,64 @@
+"""The processed_MICRO/ contract: manifest.csv, class names, splits and the split fingerprint.
+
+Every model stage reads its data through here, so all of them agree on class order
+(sorted names, as torchvision's ImageFolder does) and on which crops form each split.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from .cli import UserError
+
+MANIFEST_NAME = "manifest.csv"
+SUMMARY_NAME = "summary.json"
+SPLITS = ("train", "val", "test")
+MANIFEST_COLUMNS = ("path", "label", "split", "source_image", "minr", "minc", "maxr", "maxc")
+
+
+def load_manifest(data_dir: str | Path) -> pd.DataFrame:
+    """Read ``<data_dir>/manifest.csv`` and check it; paths stay relative to ``data_dir``."""
+    data_dir = Path(data_dir)
+    path = data_dir / MANIFEST_NAME
+    if not data_dir.is_dir():
+        raise UserError(f"data folder {data_dir} does not exist; run data-preprocessing.py first")
+    if not path.is_file():
+        raise UserError(f"{path} not found; is {data_dir} the output of data-preprocessing.py?")
+    frame = pd.read_csv(path, dtype={"path": str, "label": str, "split": str, "source_image": str})
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path} lacks column(s) {', '.join(missing)}; rebuild it with data-preprocessing.py")
+    bad = sorted(set(frame["split"]) - set(SPLITS))
+    if bad:
+        raise UserError(f"{path} has unknown split name(s) {bad}; expected {list(SPLITS)}")
+    return frame
+
+
+def class_names(manifest: pd.DataFrame) -> list[str]:
+    """All class names of the data set, sorted: the index order of every model."""
+    return sorted(manifest["label"].unique().tolist())
+
+
+def split_frame(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The rows of one split, in manifest order, with a fresh index."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+    return manifest[manifest["split"] == split].reset_index(drop=True)
+
+
+def split_fingerprint(manifest: pd.DataFrame, split: str = "test") -> str:
+    """A short hash of a split's crop list and labels.
+
+    Two models can share a table only when their test splits have the same fingerprint.
+    The order of rows does not matter; a renamed, added or relabelled crop does.
+    """
+    rows = split_frame(manifest, split)
+    lines = sorted(f"{p}\t{label}" for p, label in zip(rows["path"], rows["label"]))
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:16]
+
+
+def manifest_digest(data_dir: str | Path) -> str:
+    """Hash of the manifest file's bytes: a cache key for anything computed from the crops."""
+    return hashlib.sha256((Path(data_dir) / MANIFEST_NAME).read_bytes()).hexdigest()[:16]

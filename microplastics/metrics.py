@@ -1,0 +1,113 @@
+"""Scoring a model on a split, and the files every model folder carries.
+
+One function, ``write_evaluation``, writes metrics.json, predictions.csv,
+classification_report.txt and confusion_matrix.png, so classical and deep models,
+the IoU table and the report all read numbers computed the same way.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
+
+from . import fileio
+
+METRICS_NAME = "metrics.json"
+PREDICTIONS_NAME = "predictions.csv"
+REPORT_NAME = "classification_report.txt"
+CONFUSION_NAME = "confusion_matrix.png"
+
+
+def per_class_iou(cm: np.ndarray) -> np.ndarray:
+    """Label IoU (Jaccard) per class from a confusion matrix: TP / (TP + FP + FN); NaN when 0/0."""
+    cm = np.asarray(cm, dtype=float)
+    tp = np.diag(cm)
+    union = cm.sum(axis=0) + cm.sum(axis=1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
+
+
+def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, macro/weighted scores, label IoU and per-class figures.
+
+    Classes with neither true nor predicted crops are listed with support 0 and left out
+    of the macro means and the mean IoU (their scores are undefined, not zero).
+    """
+    classes = list(classes)
+    y_true, y_pred = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
+    unknown = sorted((set(y_true) | set(y_pred)) - set(classes))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not among the classes {classes}")
+    cm = confusion_matrix(y_true, y_pred, labels=classes)
+    present = [i for i, _ in enumerate(classes) if cm[i, :].sum() + cm[:, i].sum() > 0]
+    present_labels = [classes[i] for i in present]
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    iou = per_class_iou(cm)
+    n = int(len(y_true))
+    macro = precision_recall_fscore_support(y_true, y_pred, labels=present_labels, average="macro", zero_division=0)
+    weighted = precision_recall_fscore_support(y_true, y_pred, labels=present_labels, average="weighted", zero_division=0)
+    return {
+        "n": n,
+        "accuracy": float(np.mean(y_true == y_pred)) if n else float("nan"),
+        "macro_precision": float(macro[0]),
+        "macro_recall": float(macro[1]),
+        "macro_f1": float(macro[2]),
+        "weighted_f1": float(weighted[2]),
+        "mean_iou": float(np.nanmean(iou[present])) if present else float("nan"),
+        "per_class": {
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                "iou": None if np.isnan(iou[i]) else float(iou[i]), "support": int(s[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": cm.tolist(),
+        "classes": classes,
+    }
+
+
+def predictions_frame(paths: Sequence[str], y_true: Sequence[str], y_pred: Sequence[str],
+                      probs: np.ndarray | None, classes: Sequence[str]) -> pd.DataFrame:
+    """The predictions.csv table: path,true,pred,prob_<class>... (probabilities optional)."""
+    frame = pd.DataFrame({"path": list(paths), "true": list(y_true), "pred": list(y_pred)})
+    if probs is not None:
+        probs = np.asarray(probs, dtype=float)
+        if probs.shape != (len(frame), len(classes)):
+            raise ValueError(f"probabilities have shape {probs.shape}, expected {(len(frame), len(classes))}")
+        for j, c in enumerate(classes):
+            frame[f"prob_{c}"] = probs[:, j]
+    return frame
+
+
+def write_evaluation(out_dir: str | Path, *, model: str, classes: Sequence[str], paths: Sequence[str],
+                     y_true: Sequence[str], y_pred: Sequence[str], probs: np.ndarray | None,
+                     split_fingerprint: str, weights: str, train_seconds: float | None,
+                     split: str = "test", extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the four evaluation files of a model folder and return the metrics dict."""
+    from .plots import save_confusion_matrix  # matplotlib only when writing
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = list(classes)
+    frame = predictions_frame(paths, y_true, y_pred, probs, classes)
+    with fileio.atomic_path(out_dir / PREDICTIONS_NAME) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f")
+    scores = compute_metrics(y_true, y_pred, classes)
+    metrics = {"model": model, "split": split, **scores, "split_fingerprint": split_fingerprint,
+               "weights": weights, "train_seconds": train_seconds, **(extra or {})}
+    fileio.write_json(out_dir / METRICS_NAME, metrics)
+    report = classification_report(y_true, y_pred, labels=classes, digits=4, zero_division=0)
+    fileio.write_text(out_dir / REPORT_NAME, f"{model} on the {split} split (n={scores['n']})\n\n{report}")
+    save_confusion_matrix(np.array(scores["confusion_matrix"]), classes, out_dir / CONFUSION_NAME,
+                          title=f"{model}: {split} split, accuracy {scores['accuracy']:.3f}")
+    return metrics
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """Load a predictions.csv written by ``write_evaluation``."""
+    return pd.read_csv(path, dtype={"path": str, "true": str, "pred": str})
+
+
+def load_metrics(model_dir: str | Path) -> dict[str, Any]:
+    return fileio.read_json(Path(model_dir) / METRICS_NAME)
