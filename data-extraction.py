@@ -1,0 +1,10 @@
+"""Get the DeepParticle MICRO folder (raw_img/, annotation/) onto disk.
+
+Downloads the archive from figshare (or the Google Drive mirror), unpacks a local archive,
+or writes synthetic data. Run with --help for the options.
+"""
+from microplastics.cli import run
+from microplastics.extraction import main
+
+if __name__ == "__main__":
+    run(main)

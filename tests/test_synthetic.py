@@ -1,0 +1,145 @@
+"""The synthetic MICRO generator: layout, TSV format, determinism, class balance, class looks."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from microplastics.annotations import read_annotations
+from microplastics.cli import UserError
+from microplastics.images import read_rgb
+from microplastics.synthetic import CLASSES, HEADER, draw_particle, photo_classes, write_synthetic_micro
+
+N_PHOTOS = 12
+SIZE = (480, 640)
+STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.jpg$")
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("syn") / "MICRO"
+    return out, write_synthetic_micro(out, n_images=N_PHOTOS, seed=7, image_size=SIZE)
+
+
+def _rows(folder: Path) -> list[tuple[str, list[str]]]:
+    rows = []
+    for tsv in sorted((folder / "annotation").glob("*.tsv")):
+        lines = tsv.read_text(encoding="utf-8").splitlines()
+        assert lines[0] == HEADER
+        rows += [(tsv.name[:-len(".tsv")], line.split("\t")) for line in lines[1:]]
+    return rows
+
+
+def _crops(folder: Path, label: str) -> list[np.ndarray]:
+    crops, images = [], {}
+    for photo, (_id, minr, minc, maxr, maxc, cls) in _rows(folder):
+        if cls.split("/")[0] == label:
+            if photo not in images:
+                images[photo] = read_rgb(folder / "raw_img" / photo)
+            image = images[photo]
+            crops.append(image[int(minr):int(maxr), int(minc):int(maxc)].astype(np.float32))
+    return crops
+
+
+def _circularity(alpha: np.ndarray) -> float:
+    contours, _ = cv2.findContours((alpha > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contour = max(contours, key=cv2.contourArea)
+    return 4 * np.pi * cv2.contourArea(contour) / cv2.arcLength(contour, True) ** 2
+
+
+def _fill(alpha: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    r0, c0, r1, c1 = box
+    return float((alpha[r0:r1, c0:c1] > 0.5).mean())
+
+
+def test_layout_and_tsv_format(micro):
+    folder, summary = micro
+    photos = sorted(p.name for p in (folder / "raw_img").iterdir())
+    assert len(photos) == N_PHOTOS and all(p.endswith(".jpg") for p in photos)
+    assert sorted(p.name for p in (folder / "annotation").iterdir()) == [f"{p}.tsv" for p in photos]
+    rows = _rows(folder)
+    boxes_by_photo: dict[str, list[tuple[int, ...]]] = {}
+    for photo, fields in rows:
+        assert len(fields) == 6
+        minr, minc, maxr, maxc = (int(v) for v in fields[1:5])  # int() fails on anything but integers
+        assert 0 <= minr < maxr <= SIZE[0] and 0 <= minc < maxc <= SIZE[1]
+        label, crop = fields[5].split("/")
+        assert label in CLASSES and STAMP.match(crop), fields[5]
+        boxes_by_photo.setdefault(photo, []).append((minr, minc, maxr, maxc))
+    assert len({fields[5].split("/")[1] for _, fields in rows}) == len(rows)  # crop names unique
+    for boxes in boxes_by_photo.values():  # particles never overlap
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+    assert summary["photos"] == N_PHOTOS and summary["boxes"] == len(rows)
+    assert summary["boxes_per_class"] == {c: sum(f[5].startswith(c + "/") for _, f in rows) for c in CLASSES}
+    readme = (folder / "README.txt").read_text()
+    assert "SYNTHETIC" in readme and "seed 7" in readme
+
+
+def test_the_project_reader_takes_every_box(micro):
+    folder, summary = micro
+    annotations = read_annotations(folder)
+    assert annotations.skipped == [] and annotations.clamped == []
+    assert Counter(r.label for r in annotations.records) == Counter(
+        {k: v for k, v in summary["boxes_per_class"].items() if v})
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, micro):
+    folder, _ = micro
+    write_synthetic_micro(tmp_path / "a", n_images=3, seed=7, image_size=SIZE)
+    write_synthetic_micro(tmp_path / "b", n_images=3, seed=8, image_size=SIZE)
+    for name in ("syn_0001.jpg", "syn_0003.jpg"):
+        # Photo i depends on (seed, i) only, not on how many photos are drawn.
+        assert (tmp_path / "a/raw_img" / name).read_bytes() == (folder / "raw_img" / name).read_bytes()
+        assert (tmp_path / "a/annotation" / f"{name}.tsv").read_bytes() == \
+            (folder / "annotation" / f"{name}.tsv").read_bytes()
+        assert (tmp_path / "b/raw_img" / name).read_bytes() != (folder / "raw_img" / name).read_bytes()
+
+
+def test_class_imbalance_like_the_real_set(micro):
+    counts = Counter(c for i in range(300) for c in photo_classes(42, i))
+    share = {c: counts[c] / sum(counts.values()) for c in CLASSES}
+    assert max(share, key=share.get) == "hard" and 0.6 <= share["hard"] <= 0.75
+    assert 0.005 <= share["reference"] <= 0.03 and share["reference"] == min(share.values())
+    assert 0.08 <= share["line"] <= 0.16
+    for seed in range(25):  # any seed: ten photos hold every class
+        assert set(c for i in range(10) for c in photo_classes(seed, i)) == set(CLASSES)
+    assert all(v > 0 for v in micro[1]["boxes_per_class"].values())
+
+
+def test_shapes_differ_as_claimed():
+    rng = np.random.default_rng(3)
+    drawn = {c: [draw_particle(c, rng) for _ in range(30)] for c in ("line", "pellet", "hard", "foam", "reference")}
+    fill = {c: np.median([_fill(p.alpha, p.box) for p in ps]) for c, ps in drawn.items()}
+    assert fill["line"] < 0.2 < fill["hard"] and fill["line"] < fill["pellet"]  # fibres: thin, low fill
+    circ = {c: np.mean([_circularity(p.alpha) for p in drawn[c]]) for c in ("pellet", "hard")}
+    assert circ["pellet"] > 0.85 and circ["pellet"] > circ["hard"] + 0.15  # pellets round, fragments angular
+    sides = [max(r1 - r0, c1 - c0) for p in drawn["hard"] + drawn["line"] for r0, c0, r1, c1 in [p.box]]
+    assert min(sides) >= 5 and max(sides) <= 130 and np.ptp(sides) > 50  # sizes vary widely
+    ref = [(p.box[2] - p.box[0]) / (p.box[3] - p.box[1]) for p in drawn["reference"]]
+    assert all(0.9 < r < 1.1 for r in ref)  # the reference is always a square
+    with pytest.raises(ValueError, match="unknown class"):
+        draw_particle("film", rng)
+
+
+def test_colours_differ_on_the_photos(micro):
+    folder, _ = micro
+    grey = {c: [crop.mean(axis=2) for crop in _crops(folder, c)] for c in ("foam", "hard", "noise", "reference")}
+    assert all(len(v) >= 1 for v in grey.values())
+    mean = {c: np.mean([g.mean() for g in v]) for c, v in grey.items()}
+    assert mean["foam"] > mean["hard"] + 10  # foam is pale
+    assert mean["reference"] < mean["hard"]  # the reference is dark
+    contrast = {c: np.median([g.std() for g in v]) for c, v in grey.items()}
+    assert contrast["noise"] < contrast["hard"]  # noise is faint
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(UserError, match="at least 1"):
+        write_synthetic_micro(tmp_path / "x", n_images=0)
+    with pytest.raises(UserError, match="160x160"):
+        write_synthetic_micro(tmp_path / "y", n_images=1, image_size=(64, 64))
