@@ -1,0 +1,107 @@
+"""Self-describing checkpoints: save them atomically, load them with ``weights_only=True``.
+
+best.pt holds everything a later stage needs (architecture, classes in index order, input
+size, normalisation, starting weights, the resolved config, the whole state_dict), so
+``load_classifier(model_dir)`` needs only the folder. last.pt adds the training state
+(optimizer, scheduler, early stopping, history, RNG) for ``--resume``; in head mode it holds
+only the head, because the frozen backbone never changes and can weigh half a gigabyte.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import fileio
+from .cli import UserError
+from .models import ArchSpec, get_spec
+from .transforms import EvalPreset, batch_tensor
+
+FORMAT = "microplastics-classifier/1"
+BEST_NAME = "best.pt"
+LAST_NAME = "last.pt"
+
+
+def save(obj: dict[str, Any], path: str | Path) -> None:
+    """torch.save through a temporary file and a rename: a crash never leaves half a checkpoint."""
+    with fileio.atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found; train the model first (vgg16.py, resnet50.py or vits.py)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise UserError(f"{path} is not a checkpoint of this project (format {FORMAT})")
+    return obj
+
+
+def describe(spec: ArchSpec, classes: Sequence[str], image_size: int, mean: Sequence[float],
+             std: Sequence[float], weights: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The self-description shared by best.pt and last.pt."""
+    return {"format": FORMAT, "arch": spec.name, "classes": list(classes), "image_size": int(image_size),
+            "mean": [float(m) for m in mean], "std": [float(s) for s in std], "weights": weights,
+            # through JSON: the config becomes plain str/int/float/list/dict, which weights_only accepts
+            "config": json.loads(json.dumps(config, default=str))}
+
+
+@dataclass
+class LoadedClassifier:
+    """A trained model ready for inference: ``predict_proba`` takes RGB uint8 arrays."""
+
+    model: nn.Module
+    arch: str
+    spec: ArchSpec
+    classes: list[str]
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights: str
+    config: dict[str, Any]
+    device: str = "cpu"
+    preset: EvalPreset = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.preset = EvalPreset(self.image_size, self.mean, self.std)
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """The eval preset applied to RGB uint8 arrays: a (B, 3, S, S) tensor on the model's device."""
+        return batch_tensor(images, self.preset).to(self.device)
+
+    @torch.no_grad()
+    def predict_proba(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Softmax probabilities, one row per image, columns in ``classes`` order."""
+        out = [torch.softmax(self.model(self.preprocess(images[i:i + batch_size])).float(), dim=1).cpu()
+               for i in range(0, len(images), batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+
+def build_from_state(spec: ArchSpec, num_classes: int, image_size: int, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Build on the meta device and adopt the saved tensors: no slow random initialisation."""
+    with torch.device("meta"):
+        model = spec.build(num_classes, "none", image_size)
+    model.load_state_dict(state, assign=True)
+    return model
+
+
+def load_classifier(model_dir: str | Path, device: str = "cpu") -> LoadedClassifier:
+    """Load ``<model_dir>/best.pt`` (or a .pt file given directly) in eval mode on ``device``."""
+    path = Path(model_dir)
+    path = path if path.suffix == ".pt" else path / BEST_NAME
+    ckpt = load(path)
+    spec = get_spec(ckpt["arch"])
+    model = build_from_state(spec, len(ckpt["classes"]), ckpt["image_size"], ckpt["state_dict"])
+    model.to(device).eval()
+    return LoadedClassifier(model=model, arch=ckpt["arch"], spec=spec, classes=list(ckpt["classes"]),
+                            image_size=int(ckpt["image_size"]), mean=tuple(ckpt["mean"]), std=tuple(ckpt["std"]),
+                            weights=ckpt["weights"], config=dict(ckpt["config"]), device=str(device))

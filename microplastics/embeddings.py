@@ -1,0 +1,111 @@
+"""Frozen-backbone embeddings, computed once per view and cached on disk.
+
+When the backbone is frozen its output for a given input never changes, so running it in
+every epoch (and on oversampled copies, as the original study did) wastes nearly all the
+time. Instead: one clean view of val and test, the clean view plus K augmented views of
+train, each through the backbone once; the head then trains on these for all epochs.
+The cache file is keyed on everything that changes its content.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from . import checkpoint
+from .images import read_rgb
+from .transforms import EvalPreset, TrainPreset
+
+CACHE_VERSION = 1  # bump when the presets or the layout of the cache change
+
+
+def item_seed(seed: int, stream: int, index: int) -> int:
+    """A seed for one (run, view-or-epoch, crop) triple, independent of worker and process."""
+    return int(np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(1)[0])
+
+
+class CropDataset(Dataset):
+    """Crops of one split as (tensor, label index); ``seed`` makes augmented views reproducible."""
+
+    def __init__(self, root: str | Path, paths: Sequence[str], labels: Sequence[int],
+                 preset: EvalPreset | TrainPreset, seed: int | None = None, stream: int = 0) -> None:
+        self.root, self.paths = Path(root), list(paths)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.preset, self.seed, self.stream = preset, seed, stream
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = read_rgb(self.root / self.paths[i])
+        seed = None if self.seed is None else item_seed(self.seed, self.stream, i)
+        return self.preset(image, seed), int(self.labels[i])
+
+
+def autocast_for(device: torch.device, amp_dtype: torch.dtype | None):
+    """Mixed precision on CUDA only; a no-op context elsewhere."""
+    if device.type == "cuda" and amp_dtype is not None:
+        return torch.autocast("cuda", dtype=amp_dtype)
+    return nullcontext()
+
+
+@torch.no_grad()
+def compute_embeddings(backbone: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device,
+                       workers: int = 0, amp_dtype: torch.dtype | None = None, desc: str = "embed",
+                       progress: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    """Run ``backbone`` once over ``dataset``; returns float32 embeddings (N, ...) and timings.
+
+    The timings separate the backbone's forward time from the wall time, which shows
+    whether data loading keeps up.
+    """
+    backbone.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    chunks, forward = [], 0.0
+    start = time.perf_counter()
+    for images, _ in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        images = images.to(device, non_blocking=True)
+        t0 = time.perf_counter()
+        with autocast_for(device, amp_dtype):
+            out = backbone(images)
+        out = out.float().cpu()  # the copy to host waits for the device: forward time is real
+        forward += time.perf_counter() - t0
+        chunks.append(out)
+    wall = time.perf_counter() - start
+    emb = torch.cat(chunks) if chunks else torch.zeros(0)
+    return emb, {"images": len(dataset), "seconds": wall, "forward_seconds": forward}
+
+
+def cache_key(**parts: Any) -> str:
+    blob = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def cached_embeddings(path: Path, compute: Callable[[], dict[str, torch.Tensor]], *, dtype: torch.dtype,
+                      is_main: bool = True, barrier: Callable[[], None] = lambda: None
+                      ) -> tuple[dict[str, torch.Tensor], bool]:
+    """Load ``path`` if it exists, else compute (on the main process only) and save it atomically.
+
+    Returns the tensors (as float32) and whether they came from the cache. Under DDP the other
+    processes wait at ``barrier`` and then read the file the main process wrote.
+    """
+    hit = path.is_file()
+    if not hit and is_main:
+        tensors = compute()
+        checkpoint.save({k: v.to(dtype) for k, v in tensors.items()}, path)
+    barrier()
+    if hit or not is_main:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        # Round-trip through the stored dtype so a fresh run and a cached run see the same numbers.
+        tensors = {k: v.to(dtype) for k, v in tensors.items()}
+    return {k: v.float() for k, v in tensors.items()}, hit

@@ -1,0 +1,167 @@
+"""ml-IOU.py: per-class IoU of every model's test predictions, in one table and one chart.
+
+This is label IoU, the Jaccard index of the predicted and true labels of each class,
+TP / (TP + FP + FN) over the test crops; not the overlap of bounding boxes. It is computed
+from each ``results/<model>/predictions.csv`` with ``metrics.per_class_iou``, so it agrees
+with the ``iou`` figures in every metrics.json. Models scored on different test splits
+(different ``split_fingerprint``) are refused: their numbers do not belong in one table.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix
+
+from . import fileio, metrics
+from .cli import UserError
+
+CSV_NAME = "iou.csv"
+MD_NAME = "iou.md"
+PLOT_NAME = "iou.png"
+MEAN_ROW = "mean"
+
+
+def find_model_dirs(results: Path, wanted: Sequence[str] | None = None) -> list[Path]:
+    """Model folders holding a predictions.csv: those named in ``wanted``, else all of them."""
+    if not results.is_dir():
+        raise UserError(f"results folder {results} does not exist; train a model first or pass --results")
+    if wanted:
+        folders = [results / m for m in dict.fromkeys(wanted)]
+        missing = [f.name for f in folders if not (f / metrics.PREDICTIONS_NAME).is_file()]
+        if missing:
+            raise UserError(f"no predictions.csv for model(s) {', '.join(missing)} in {results}; "
+                            "train them first or drop them from --models")
+        return folders
+    folders = sorted(p for p in results.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and (p / metrics.PREDICTIONS_NAME).is_file())
+    if not folders:
+        raise UserError(f"no <model>/predictions.csv under {results}; run ml-baselines.py or a deep model first")
+    return folders
+
+
+def split_key(folder: Path) -> str:
+    """The split a model was scored on, from its metrics.json: '<split>:<fingerprint>'."""
+    path = folder / metrics.METRICS_NAME
+    if not path.is_file():
+        raise UserError(f"{folder.name}: no metrics.json beside predictions.csv, so its test split is unknown; "
+                        "rerun its stage or leave it out with --models")
+    stored = metrics.load_metrics(folder)
+    if not stored.get("split_fingerprint"):
+        raise UserError(f"{folder.name}: {path} has no split_fingerprint; rerun its stage to score it again")
+    return f"{stored.get('split', 'test')}:{stored['split_fingerprint']}"
+
+
+def check_same_split(keys: dict[str, str]) -> None:
+    """Refuse models scored on different test splits, naming each model and its fingerprint."""
+    groups: dict[str, list[str]] = {}
+    for name, key in keys.items():
+        groups.setdefault(key, []).append(name)
+    if len(groups) > 1:
+        listed = "; ".join(f"{', '.join(names)} on split {key}" for key, names in groups.items())
+        raise UserError(f"models were scored on different test splits and cannot share one IoU table: {listed}. "
+                        "Rerun them on one processed data folder, or choose one group with --models")
+
+
+def model_classes(folder: Path, predictions: pd.DataFrame) -> list[str]:
+    """The model's class list: metrics.json's, else its prob_ columns, else the labels seen."""
+    stored = metrics.load_metrics(folder)
+    if stored.get("classes"):
+        return list(stored["classes"])
+    probs = [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
+    return probs or sorted(set(predictions["true"]) | set(predictions["pred"]))
+
+
+def model_iou(folder: Path) -> pd.Series:
+    """Label IoU per class of one model's predictions.csv; NaN where a class never occurs."""
+    predictions = metrics.read_predictions(folder / metrics.PREDICTIONS_NAME)
+    classes = model_classes(folder, predictions)
+    unknown = sorted((set(predictions["true"]) | set(predictions["pred"])) - set(classes))
+    if unknown:
+        raise UserError(f"{folder / metrics.PREDICTIONS_NAME} has labels {unknown} outside its classes {classes}")
+    cm = confusion_matrix(predictions["true"], predictions["pred"], labels=classes)
+    return pd.Series(metrics.per_class_iou(cm), index=classes, name=folder.name)
+
+
+def iou_table(results: str | Path, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """Classes as rows (then the mean over classes that occur), models as columns."""
+    folders = find_model_dirs(Path(results), models)
+    check_same_split({f.name: split_key(f) for f in folders})
+    columns = [model_iou(f) for f in folders]
+    table = pd.concat(columns, axis=1).sort_index()
+    table.index.name = "class"
+    table.loc[MEAN_ROW] = table.mean(axis=0, skipna=True)  # the mean IoU over classes that occur
+    return table
+
+
+def to_markdown(table: pd.DataFrame, fingerprint: str = "") -> str:
+    """The study's layout: one row a class, one column a model, three decimals."""
+    def cell(v: float) -> str:
+        return "–" if pd.isna(v) else f"{v:.3f}"
+
+    header = ["class", *table.columns]
+    lines = ["# Per-class IoU on the test split", "",
+             "Label IoU: for each class, the Jaccard index of true and predicted labels over the test crops, "
+             "TP / (TP + FP + FN). It is not bounding-box IoU." + (f" Test split {fingerprint}." if fingerprint else ""),
+             "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|"]
+    for name, row in table.iterrows():
+        label = f"**{name}**" if name == MEAN_ROW else str(name)
+        lines.append("| " + " | ".join([label, *(cell(v) for v in row)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_chart(table: pd.DataFrame, path: Path) -> None:
+    """Grouped bars: one group a class (and the mean), one bar a model."""
+    from .plots import plt, save_figure
+
+    n_models = len(table.columns)
+    x = np.arange(len(table.index))
+    width = 0.8 / n_models
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(x) + 0.4 * n_models * len(x) / 2), 4))
+    for j, model in enumerate(table.columns):
+        ax.bar(x + (j - (n_models - 1) / 2) * width, table[model].fillna(0).to_numpy(), width, label=model)
+    ax.set_xticks(x, list(table.index))
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("label IoU  TP / (TP + FP + FN)")
+    ax.set_title("Per-class IoU on the test split (label Jaccard, not box IoU)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars reach 1.0
+    ax.grid(axis="y", alpha=0.3)
+    save_figure(fig, path)
+
+
+def write_outputs(table: pd.DataFrame, results: Path, fingerprint: str = "") -> list[Path]:
+    paths = [results / CSV_NAME, results / MD_NAME, results / PLOT_NAME]
+    with fileio.atomic_path(paths[0]) as tmp:
+        table.to_csv(tmp, float_format="%.4f")
+    fileio.write_text(paths[1], to_markdown(table, fingerprint))
+    save_chart(table, paths[2])
+    return paths
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ml-IOU.py",
+        description="Per-class label IoU (Jaccard index of the labels, TP / (TP + FP + FN); not box IoU) and its "
+                    "mean for every results/<model>/predictions.csv, classical and deep. Writes iou.csv, iou.md "
+                    "(classes as rows, models as columns) and iou.png into the results folder. Models scored on "
+                    "different test splits are refused.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--results", default="results", help="folder with one sub-folder per model")
+    parser.add_argument("--models", nargs="+", default=argparse.SUPPRESS,
+                        help="model folder names to include (default: every folder with a predictions.csv)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    results = Path(args.results)
+    table = iou_table(results, getattr(args, "models", None))
+    fingerprint = split_key(results / table.columns[0]).split(":", 1)[1]
+    for path in write_outputs(table, results, fingerprint):
+        print(f"wrote {path}")
+    print(to_markdown(table, fingerprint))
+    return 0

@@ -1,0 +1,144 @@
+"""The three study scripts end to end at tiny sizes: files, reloading, determinism, resume, errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from datagen import make_processed
+from microplastics import engine, fileio
+from microplastics.checkpoint import load_classifier
+from microplastics.cli import UserError
+from microplastics.images import read_rgb
+from microplastics.metrics import read_predictions
+from microplastics.train import OUTPUT_FILES, get_args_parser, main_for
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--weights", "none", "--image-size", "32", "--workers", "0"]
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def imbalanced(tmp_path_factory) -> Path:
+    """Unequal classes, so SMOTE and class weights have something to do."""
+    return make_processed(tmp_path_factory.mktemp("imb"), per_class=[12, 20, 8, 10], size=40, seed=1)
+
+
+def comparable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in ("timing", "train_seconds")}
+
+
+def assert_reloads_and_reproduces(model_dir: Path, data: Path) -> None:
+    preds = read_predictions(model_dir / "predictions.csv")
+    clf = load_classifier(model_dir)
+    probs = clf.predict_proba([read_rgb(data / p) for p in preds["path"]])
+    assert np.allclose(probs, preds[[f"prob_{c}" for c in clf.classes]].to_numpy(), atol=1e-4)
+    assert [clf.classes[i] for i in probs.argmax(1)] == preds["pred"].tolist()
+
+
+@pytest.mark.parametrize("preset,folder", [
+    ("resnet50", "resnet50"),
+    pytest.param("vgg16", "vgg16", marks=pytest.mark.slow),
+    pytest.param("vit_b_16", "vit_b_16", marks=pytest.mark.slow),
+])
+def test_study_script_writes_everything_and_reloads(preset, folder, processed_dir, tmp_path):
+    main_for(preset)(["--data", str(processed_dir), "--results", str(tmp_path), *TINY, "--epochs", "1",
+                      "--aug-views", "0"])
+    out = tmp_path / folder
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    metrics = fileio.read_json(out / "metrics.json")
+    cfg = fileio.read_json(out / "config.json")
+    assert metrics["model"] == folder and metrics["n"] == 12 and metrics["epochs_run"] == 1
+    assert metrics["weights"] == cfg["weights_used"] == "none" and metrics["finetune"] == "head"
+    assert list(pd.read_csv(out / "history.csv").columns) == list(engine.HISTORY_COLUMNS)
+    report = (out / "classification_report.txt").read_text()
+    assert report.count("0.") > 4 and "weights: none" in report
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["arch"] == folder and best["classes"] == ["foam", "hard", "line", "pellet"]
+    assert best["image_size"] == 32 and len(best["mean"]) == 3 and best["config"]["preset"] == preset
+    # head mode: last.pt holds the trainable head and optimizer, never the frozen backbone
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert not any(k.startswith("backbone.") for k in last["trainable_state"])
+    assert_reloads_and_reproduces(out, processed_dir)
+
+
+def test_same_seed_same_results(imbalanced, tmp_path):
+    flags = ["--data", str(imbalanced), *TINY, "--arch", "resnet18", "--epochs", "2", "--aug-views", "1"]
+    for name in ("a", "b"):  # separate folders, so the embeddings are computed twice
+        main_for("resnet50")([*flags, "--results", str(tmp_path / name)])
+    a, b = (fileio.read_json(tmp_path / n / "resnet18" / "metrics.json") for n in ("a", "b"))
+    assert a["balance"] == "smote" and comparable(a) == comparable(b)
+    assert read_predictions(tmp_path / "a/resnet18/predictions.csv").equals(
+        read_predictions(tmp_path / "b/resnet18/predictions.csv"))
+
+
+def _interrupt_after(monkeypatch, epochs: int) -> None:
+    """Simulate a kill right after epoch ``epochs`` has been checkpointed."""
+    real, calls = engine.write_history, []
+
+    def write_then_die(out_dir, history):
+        real(out_dir, history)
+        calls.append(1)
+        if len(calls) == epochs:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(engine, "write_history", write_then_die)
+
+
+@pytest.mark.parametrize("arch,extra", [
+    ("resnet18", ["--aug-views", "1", "--lr", "1e-3"]),  # head mode: SMOTE, dropout
+    ("vit_tiny", ["--finetune", "full", "--batch-size", "8", "--lr", "1e-3"]),  # end to end, class weights
+])
+def test_resume_ends_where_an_unbroken_run_ends(arch, extra, imbalanced, tmp_path, monkeypatch):
+    flags = ["--data", str(imbalanced), *TINY, "--arch", arch, "--epochs", "3", "--patience", "2", *extra]
+    run = main_for("resnet50")
+    run([*flags, "--results", str(tmp_path / "whole")])
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            run([*flags, "--results", str(tmp_path / "broken")])
+    broken = tmp_path / "broken" / arch
+    assert len(pd.read_csv(broken / "history.csv")) == 2 and not (broken / "metrics.json").exists()
+    run([*flags, "--results", str(tmp_path / "broken"), "--resume"])
+    whole = tmp_path / "whole" / arch
+    h1, h2 = (pd.read_csv(d / "history.csv").drop(columns="seconds") for d in (whole, broken))
+    assert h1.equals(h2)
+    m1, m2 = (fileio.read_json(d / "metrics.json") for d in (whole, broken))
+    assert comparable(m1) == comparable(m2)
+    assert read_predictions(whole / "predictions.csv").equals(read_predictions(broken / "predictions.csv"))
+
+
+def test_bad_combinations_are_user_errors(processed_dir, tmp_path):
+    run = main_for("resnet50")
+    base = ["--data", str(processed_dir), "--results", str(tmp_path), *TINY, "--arch", "resnet18"]
+    with pytest.raises(UserError, match="smote needs --finetune head"):
+        run([*base, "--finetune", "full", "--balance", "smote"])
+    with pytest.raises(UserError, match="last.pt not found"):
+        run([*base, "--resume"])
+    with pytest.raises(UserError, match="no ImageNet weights"):
+        run([*base, "--arch", "vit_tiny", "--weights", "imagenet"])
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / name), *args], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+
+
+@pytest.mark.slow  # two fresh interpreters importing torch
+def test_scripts_fail_with_one_line_and_status_2(processed_dir, tmp_path):
+    bad_arch = _script("vgg16.py", "--data", str(processed_dir), "--results", str(tmp_path), "--arch", "vgg61")
+    bad_data = _script("vits.py", "--data", str(tmp_path / "missing"), "--results", str(tmp_path))
+    for proc, words in ((bad_arch, "unknown --arch 'vgg61'"), (bad_data, "does not exist")):
+        assert proc.returncode == 2
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and words in proc.stderr
+    helped = get_args_parser("resnet50").format_help()
+    for flag in ("--finetune", "--balance", "--aug-views", "--resume", "--weights", "--deterministic"):
+        assert flag in helped
