@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo all mp100 pipeline clean
 
 # The stamp is newer than requirements.txt once the environment holds it: setup then does nothing.
 $(VENV)/.installed: requirements.txt
@@ -20,9 +20,111 @@ setup: $(VENV)/.installed
 test: setup
 	$(PY) -m pytest -q
 
+# ---------------------------------------------------------------- one command
+# demo, all and mp100 run one set of rules (the pipeline below) on their own folders and
+# settings: each calls make again with WORK (where outputs go) and the stages' flags.
+
+# A smoke test on synthetic photos: small images, two epochs, random initial weights (no network).
+DEMO_EXTRACT_FLAGS := --synthetic --n-images 40 --seed 42
+DEMO_DEEP_FLAGS := --epochs 2 --image-size 64 --weights none --aug-views 0 --batch-size 64 --device cpu
+MP100 ?= ../shared/datasets/mp100
+
 demo: setup
-	$(PY) data-extraction.py --synthetic --out demo/MICRO --n-images 40 --seed 42
-	$(PY) data-preprocessing.py --input demo/MICRO --output demo/processed_MICRO
+	@$(MAKE) --no-print-directory pipeline WORK=demo EXTRACT_FLAGS="$(DEMO_EXTRACT_FLAGS)" \
+		DEEP_FLAGS="$(DEMO_DEEP_FLAGS)"
+
+# The study's settings on the real DeepParticle MICRO, downloaded by data-extraction.py; with
+# the robustness stage unless ROBUSTNESS=0.
+all: setup
+	@$(MAKE) --no-print-directory pipeline WORK=. ROBUSTNESS=$(or $(ROBUSTNESS),1)
+
+# The same on the real mp100 photos, read where they lie.
+mp100: setup
+	@test -d $(MP100)/MICRO || { echo "error: $(MP100)/MICRO not found; pass MP100=/path/to/mp100"; exit 2; }
+	@$(MAKE) --no-print-directory pipeline WORK=mp100 RAW=$(MP100)/MICRO RAW_GIVEN=1
 
 clean:
-	rm -rf demo results processed_MICRO
+	rm -rf demo mp100 results processed_MICRO
+
+# ---------------------------------------------------------------- the pipeline
+# Every output is a file target that depends on its inputs and on the source files of its
+# stage (script plus the package modules it imports, from tools/stage_deps.py), so a rerun
+# after a change redoes only what depends on it.
+ifdef WORK
+RAW ?= $(WORK)/MICRO
+DATA ?= $(WORK)/processed_MICRO
+RESULTS ?= $(WORK)/results
+STAMPS := $(WORK)/.stamps
+BASELINE_MODELS := rf svm
+DEEP_MODELS ?= vgg16 resnet50 vit_b_16
+SCRIPT_vgg16 := vgg16.py
+SCRIPT_resnet50 := resnet50.py
+SCRIPT_vit_b_16 := vits.py
+STAGES := data-extraction.py data-preprocessing.py ml-baselines.py $(foreach m,$(DEEP_MODELS),$(SCRIPT_$(m))) \
+	ml-IOU.py prediction.py grad-cam.py report.py $(if $(filter 1,$(ROBUSTNESS)),robustness.py)
+
+MISSING_STAGES := $(filter-out $(wildcard $(STAGES)),$(STAGES))
+ifneq ($(MISSING_STAGES),)
+$(error stage script(s) not found: $(MISSING_STAGES))
+endif
+
+DEPS_MK := .cache/stage-deps.mk
+$(DEPS_MK): tools/stage_deps.py microplastics $(wildcard *.py microplastics/*.py)
+	@mkdir -p $(@D)
+	@$(PYTHON) tools/stage_deps.py $(STAGES) > $@.tmp && mv $@.tmp $@
+include $(DEPS_MK)
+
+MANIFEST := $(DATA)/manifest.csv
+MODELS := $(BASELINE_MODELS) $(DEEP_MODELS)
+METRICS := $(foreach m,$(MODELS),$(RESULTS)/$(m)/metrics.json)
+GRIDS := $(foreach m,$(MODELS),$(RESULTS)/$(m)/predictions_grid.png)
+GRADCAMS := $(foreach m,$(DEEP_MODELS),$(RESULTS)/$(m)/gradcam/overview.png)
+ROBUST := $(if $(filter 1,$(ROBUSTNESS)),$(foreach m,$(MODELS),$(RESULTS)/$(m)/robustness.csv))
+
+pipeline: $(RESULTS)/report.html
+	@echo "report: $(abspath $(RESULTS)/report.html)"
+
+# $(STAMPS)/DEEP_FLAGS holds the flags and is rewritten (here, as make reads this file) only
+# when they change: new settings rerun the stages that take them, the same settings nothing.
+FLAG_SETS := EXTRACT PREPROCESS BASELINE DEEP GRADCAM PREDICT ROBUSTNESS REPORT
+$(foreach f,$(FLAG_SETS),$(shell mkdir -p $(STAMPS) && echo '$($(f)_FLAGS)' | cmp -s - $(STAMPS)/$(f)_FLAGS \
+	|| echo '$($(f)_FLAGS)' > $(STAMPS)/$(f)_FLAGS))
+FLAGS = $(STAMPS)/$(1)
+
+ifdef RAW_GIVEN
+RAW_READY := $(RAW)/annotation
+else
+RAW_READY := $(STAMPS)/extracted
+$(RAW_READY): $(DEPS_data-extraction.py) $(call FLAGS,EXTRACT_FLAGS)
+	$(PY) data-extraction.py --out $(RAW) --force $(EXTRACT_FLAGS)
+	@mkdir -p $(@D) && touch $@
+endif
+
+$(MANIFEST): $(RAW_READY) $(DEPS_data-preprocessing.py) $(call FLAGS,PREPROCESS_FLAGS)
+	$(PY) data-preprocessing.py --input $(RAW) --output $(DATA) $(PREPROCESS_FLAGS)
+
+$(foreach m,$(BASELINE_MODELS),$(RESULTS)/$(m)/metrics.json) &: $(MANIFEST) $(DEPS_ml-baselines.py) $(call FLAGS,BASELINE_FLAGS)
+	$(PY) ml-baselines.py --data $(DATA) --results $(RESULTS) $(BASELINE_FLAGS)
+
+define deep_model_rules
+$(RESULTS)/$(1)/metrics.json: $(MANIFEST) $(DEPS_$(SCRIPT_$(1))) $(call FLAGS,DEEP_FLAGS)
+	$(PY) $(SCRIPT_$(1)) --data $(DATA) --results $(RESULTS) $(DEEP_FLAGS)
+
+$(RESULTS)/$(1)/gradcam/overview.png: $(RESULTS)/$(1)/metrics.json $(DEPS_grad-cam.py) $(call FLAGS,GRADCAM_FLAGS)
+	$(PY) grad-cam.py --model $(RESULTS)/$(1) --data $(DATA) $(GRADCAM_FLAGS)
+endef
+$(foreach m,$(DEEP_MODELS),$(eval $(call deep_model_rules,$(m))))
+
+$(RESULTS)/%/predictions_grid.png: $(RESULTS)/%/metrics.json $(DEPS_prediction.py) $(call FLAGS,PREDICT_FLAGS)
+	$(PY) prediction.py --data $(DATA) --results $(RESULTS) --models $* $(PREDICT_FLAGS)
+
+$(RESULTS)/%/robustness.csv: $(RESULTS)/%/metrics.json $(RAW_READY) $(DEPS_robustness.py) $(call FLAGS,ROBUSTNESS_FLAGS)
+	$(PY) robustness.py --data $(DATA) --results $(RESULTS) --model $* --photos $(RAW) $(ROBUSTNESS_FLAGS)
+
+$(RESULTS)/iou.csv: $(METRICS) $(DEPS_ml-IOU.py)
+	$(PY) ml-IOU.py --results $(RESULTS)
+
+$(RESULTS)/report.html: $(METRICS) $(RESULTS)/iou.csv $(GRIDS) $(GRADCAMS) $(ROBUST) $(DEPS_report.py) \
+		$(call FLAGS,REPORT_FLAGS) $(wildcard $(DATA)/summary.json)
+	$(PY) report.py --results $(RESULTS) --data $(DATA) $(REPORT_FLAGS)
+endif

@@ -1,6 +1,6 @@
 """Handcrafted features of one particle crop, and of a whole data folder (parallel, cached).
 
-Two feature sets:
+Three feature sets:
 
 - ``original``: the study's 13 numbers on a 64x64 grayscale crop: intensity mean, std,
   median, variance, skewness, kurtosis; grey-level co-occurrence contrast, homogeneity and
@@ -12,6 +12,9 @@ Two feature sets:
   particle segmented with Otsu's threshold (area fraction, eccentricity, solidity, extent,
   aspect ratio, perimeter-to-area, circularity, Hu moments) and a uniform local-binary-pattern
   histogram.
+- ``robust``: measures meant to survive another microscope's light, white balance, focus,
+  noise and resolution (normalised intensity, colour relative to the crop's background, the
+  particle's shape, texture on a fixed scale, the box's size); see ``robust_features``.
 
 Every vector has a fixed length per kind and holds no NaN or infinity, whatever the crop
 (1x1, flat, all black, very long and thin): undefined quantities are 0.

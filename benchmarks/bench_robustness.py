@@ -1,0 +1,154 @@
+"""Robustness benchmark on real photos: how much macro-F1 survives imaging corruptions.
+
+Builds the photo-grouped split of ../shared/datasets/mp100 (or reuses --processed), trains the
+study's classical setting (13 original features, no augmentation) and the hardened ones, and a
+deep model with the study's and the robust augmentation, then runs robustness.py on each and
+prints one table: clean macro-F1, mean macro-F1 over the 24 corrupted conditions, the relative
+drop and the worst condition, with the targets (classical >= 0.85, deep >= 0.90 under corruption,
+clean >= 0.98).
+
+    .venv/bin/python benchmarks/bench_robustness.py                      # everything (CPU: long)
+    .venv/bin/python benchmarks/bench_robustness.py --only classical --limit-photos 30
+
+Trained folders are kept under --work and reused on a second run unless --retrain (a deep run
+stopped early is reused too: robustness.py needs only its best.pt). The 95 % interval of the
+clean macro-F1 is a bootstrap over the test crops (microplastics.stats).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MP100 = ROOT.parent / "shared" / "datasets" / "mp100" / "MICRO"
+PY = sys.executable
+
+# label, family, script, extra arguments, model sub-folder written under the variant's results folder
+DEEP = ["--arch", "resnet18", "--weights", "none", "--finetune", "full", "--image-size", "64", "--epochs", "12",
+        "--patience", "4", "--lr", "0.001", "--batch-size", "64", "--workers", "1"]
+VARIANTS = [
+    ("study 13 features, RF", "classical", "ml-baselines.py",
+     ["--models", "rf", "--features", "original", "--augment", "none"], "rf"),
+    ("study 13 features, SVM", "classical", "ml-baselines.py",
+     ["--models", "svm", "--features", "original", "--augment", "none"], "svm"),
+    ("full features, RF", "classical", "ml-baselines.py",
+     ["--models", "rf", "--features", "full", "--augment", "none"], "rf"),
+    ("full features + robust aug, RF", "classical", "ml-baselines.py",
+     ["--models", "rf", "--features", "full", "--augment", "robust"], "rf"),
+    ("robust features + aug, RF", "classical", "ml-baselines.py",
+     ["--models", "rf", "--features", "robust", "--augment", "robust"], "rf"),
+    ("robust features + aug, SVM", "classical", "ml-baselines.py",
+     ["--models", "svm", "--features", "robust", "--augment", "robust"], "svm"),
+    ("resnet18 scratch, study aug", "deep", "resnet50.py", [*DEEP, "--augment", "study"], "resnet18"),
+    ("resnet18 scratch, robust aug", "deep", "resnet50.py", [*DEEP, "--augment", "robust"], "resnet18"),
+]
+TARGETS = {"classical": 0.85, "deep": 0.90}
+CLEAN_TARGET = 0.98
+
+
+def sh(cmd: list[str]) -> float:
+    """Run a command from the repository root, echo it, fail loudly; return its seconds."""
+    print("$", " ".join(cmd), flush=True)
+    started = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    return time.perf_counter() - started
+
+
+def slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in label).strip("_").lower()
+
+
+def prepare(args: argparse.Namespace) -> Path:
+    if args.processed and (Path(args.processed) / "manifest.csv").is_file():
+        return Path(args.processed)
+    out = Path(args.work) / "processed"
+    if not (out / "manifest.csv").is_file():
+        sh([PY, "data-preprocessing.py", "--input", str(args.photos), "--output", str(out), "--group-by", "photo",
+            "--seed", str(args.seed)])
+    return out
+
+
+def run_variant(variant: tuple, data: Path, args: argparse.Namespace) -> dict:
+    label, family, script, extra, sub = variant
+    results = Path(args.work) / slug(label)
+    model_dir = results / sub
+    train_s = None
+    trained = any((model_dir / f).is_file() for f in ("model.joblib", "best.pt"))
+    if args.retrain or not trained:
+        train_s = sh([PY, script, "--data", str(data), "--results", str(results), "--seed", str(args.seed), *extra])
+    cmd = [PY, "robustness.py", "--data", str(data), "--model", str(model_dir), "--photos", str(args.photos),
+           "--apply-to", "photo", "--seed", str(args.seed)]
+    if args.limit_photos:
+        cmd += ["--limit-photos", str(args.limit_photos)]
+    robust_s = sh(cmd)
+    summary = json.loads((model_dir / "robustness.json").read_text())
+    return {"label": label, "family": family, "train_s": train_s, "robustness_s": robust_s,
+            "clean_ci": clean_interval(model_dir), **summary}
+
+
+def clean_interval(model_dir: Path) -> list[float]:
+    """95 % bootstrap interval of the clean test macro-F1, from robustness.py's clean condition."""
+    sys.path.insert(0, str(ROOT))
+    import pandas as pd
+
+    from microplastics.stats import bootstrap_intervals
+
+    pred = pd.read_csv(model_dir / "robustness_predictions.csv", dtype={"true": str, "pred": str})
+    pred = pred[pred["corruption"] == "none"]
+    classes = sorted(set(pred["true"]) | set(pred["pred"]))
+    ci = bootstrap_intervals(pred["true"], pred["pred"], classes)["macro_f1"]
+    return [round(ci.low, 4), round(ci.high, 4)]
+
+
+def print_table(rows: list[dict]) -> None:
+    head = (f"{'model':32} {'clean F1':>8} {'clean 95% CI':>15} {'corrupt F1':>10} {'drop':>7} "
+            f"{'worst condition':>26} {'target':>7}")
+    print("\n" + head + "\n" + "-" * len(head))
+    for r in rows:
+        ok = r["clean_macro_f1"] >= CLEAN_TARGET and r["mean_corrupted_macro_f1"] >= TARGETS[r["family"]]
+        worst = f"{r['worst_condition']} {r['worst_macro_f1']:.3f}"
+        ci = f"[{r['clean_ci'][0]:.3f}, {r['clean_ci'][1]:.3f}]"
+        print(f"{r['label']:32} {r['clean_macro_f1']:8.3f} {ci:>15} {r['mean_corrupted_macro_f1']:10.3f} "
+              f"{r['relative_drop']:7.1%} {worst:>26} {'met' if ok else 'missed':>7}")
+    for family, target in TARGETS.items():
+        best = max((r for r in rows if r["family"] == family), key=lambda r: r["mean_corrupted_macro_f1"], default=None)
+        if best:
+            print(f"best {family}: {best['label']} keeps {best['mean_corrupted_macro_f1']:.3f} under corruption "
+                  f"(target {target}), clean {best['clean_macro_f1']:.3f} (target {CLEAN_TARGET})")
+    print("per corruption (mean macro-F1 over severities):")
+    names = list(rows[0]["per_corruption_mean_macro_f1"]) if rows else []
+    print(f"{'model':32} " + " ".join(f"{n[:10]:>10}" for n in names))
+    for r in rows:
+        print(f"{r['label']:32} " + " ".join(f"{r['per_corruption_mean_macro_f1'][n]:10.3f}" for n in names))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", default=str(MP100), help="MICRO folder of the real photos")
+    parser.add_argument("--processed", default="/tmp/processed_mp100",
+                        help="an existing processed folder of those photos (built under --work if absent)")
+    parser.add_argument("--work", default="/tmp/bench_robustness", help="where trained models are kept")
+    parser.add_argument("--only", choices=("classical", "deep"), help="run one family only")
+    parser.add_argument("--variants", nargs="+", type=int, help="indices into the variant list (0-based)")
+    parser.add_argument("--limit-photos", type=int, default=0, help="score only N test photos (default: all)")
+    parser.add_argument("--retrain", action="store_true", help="train again even if a model folder exists")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    if not Path(args.photos).is_dir():
+        sys.exit(f"photos not found at {args.photos}; pass --photos")
+    data = prepare(args)
+    chosen = [v for i, v in enumerate(VARIANTS)
+              if (args.variants is None or i in args.variants) and (args.only is None or v[1] == args.only)]
+    rows = [run_variant(v, data, args) for v in chosen]
+    print_table(rows)
+    out = Path(args.work) / "robustness_benchmark.json"
+    out.write_text(json.dumps(rows, indent=2, default=str))
+    print(f"rows written to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""report.py: the comparison table, significance matrix, split checks and the HTML page."""
+import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from microplastics import dataset, metrics, reports, stats
+from microplastics.cli import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCORES = list(stats.SCORES)
+
+
+def tiny_png(path: Path, colour=(200, 80, 40)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (24, 16), colour).save(path)
+
+
+def fake_model(results: Path, processed: Path, name: str, accuracy: float, seed: int, deep: bool = False,
+               fingerprint: str | None = None) -> Path:
+    """A model folder as a stage would leave it, from made-up predictions on the real test crops."""
+    manifest = dataset.load_manifest(processed)
+    test = dataset.split_frame(manifest, "test")
+    classes = dataset.class_names(manifest)
+    rng = np.random.default_rng(seed)
+    wrong = rng.random(len(test)) > accuracy
+    y_pred = np.where(wrong, rng.choice(classes, len(test)), test["label"])
+    probs = rng.dirichlet(np.ones(len(classes)), len(test))
+    extra = {"epochs_run": 3, "best_epoch": 2, "image_size": 64} if deep else None
+    folder = results / name
+    metrics.write_evaluation(folder, model=name, classes=classes, paths=test["path"], y_true=test["label"],
+                             y_pred=y_pred, probs=probs,
+                             split_fingerprint=fingerprint or dataset.split_fingerprint(manifest),
+                             weights="none" if deep else "n/a", train_seconds=12.5 + seed, extra=extra)
+    if deep:
+        (folder / "config.json").write_text(json.dumps({"arch": name, "image_size": 64, "epochs": 3,
+                                                        "weights": "none", "batch_size": 8}))
+        tiny_png(folder / "curves.png")
+        tiny_png(folder / "gradcam" / "overview.png")
+    tiny_png(folder / "predictions_grid.png", (40, 80, 200))
+    return folder
+
+
+@pytest.fixture()
+def results(tmp_path, processed_dir) -> Path:
+    root = tmp_path / "results"
+    fake_model(root, processed_dir, "rf", 0.6, seed=1)
+    fake_model(root, processed_dir, "svm", 0.7, seed=2)
+    fake_model(root, processed_dir, "vgg16", 0.9, seed=3, deep=True)
+    return root
+
+
+def run_report(results: Path, data: Path, *extra: str) -> None:
+    assert reports.main(["--results", str(results), "--data", str(data), "--n-boot", "200", *extra]) == 0
+
+
+def test_summary_figures_equal_those_recomputed_from_predictions(results, processed_dir):
+    run_report(results, processed_dir)
+    summary = pd.read_csv(results / "summary.csv")
+    assert set(summary["model"]) == {"rf", "svm", "vgg16"}
+    for _, row in summary.iterrows():
+        pred = metrics.read_predictions(results / row["model"] / "predictions.csv")
+        stored = metrics.load_metrics(results / row["model"])
+        fresh = metrics.compute_metrics(pred["true"], pred["pred"], stored["classes"])
+        for score in SCORES:
+            assert row[score] == pytest.approx(fresh[score], abs=1e-6)
+            assert row[score] == pytest.approx(stored[score], abs=1e-6)
+            assert row[f"{score}_low"] - 1e-9 <= row[score] <= row[f"{score}_high"] + 1e-9
+        assert row["n"] == len(pred)
+    # ranked by macro F1, best first
+    assert summary["macro_f1"].is_monotonic_decreasing
+    assert summary["rank"].tolist() == [1, 2, 3]
+    vgg = summary.set_index("model").loc["vgg16"]
+    assert (vgg["epochs_run"], vgg["best_epoch"], vgg["weights"], vgg["image_size"]) == (3, 2, "none", 64)
+
+
+def test_markdown_holds_the_table_and_the_mcnemar_matrix(results, processed_dir):
+    run_report(results, processed_dir)
+    md = (results / "summary.md").read_text()
+    summary = pd.read_csv(results / "summary.csv").set_index("model")
+    acc = summary.loc["vgg16"]
+    assert f"{acc['accuracy']:.3f} [{acc['accuracy_low']:.3f}, {acc['accuracy_high']:.3f}]" in md
+    assert "McNemar" in md
+    preds = {m: metrics.read_predictions(results / m / "predictions.csv") for m in ("rf", "vgg16")}
+    t = stats.mcnemar_exact(*stats.paired_outcomes(preds["rf"], preds["vgg16"]))
+    row = next(line for line in md.splitlines() if line.startswith("| rf |") and "(" in line)
+    assert f"({t.only_a}/{t.only_b})" in row
+    assert "random weights" in md and "vgg16 (64 px, 3 epochs max, weights none)" in md
+
+
+def test_models_on_different_test_splits_are_refused_by_name(results, processed_dir, capsys):
+    fake_model(results, processed_dir, "resnet50", 0.8, seed=4, deep=True, fingerprint="0000other0000000")
+    with pytest.raises(SystemExit) as exit_info:
+        from microplastics.cli import run
+        run(reports.main, ["--results", str(results), "--data", str(processed_dir)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: models were scored on different test splits")
+    assert "resnet50" in err and "rf, svm, vgg16" in err and len(err.splitlines()) == 1
+    assert not (results / "summary.csv").exists()
+    # choosing one group is allowed
+    run_report(results, processed_dir, "--models", "rf", "vgg16")
+    assert pd.read_csv(results / "summary.csv")["model"].tolist() == ["vgg16", "rf"]
+
+
+def test_metrics_json_that_disagrees_with_predictions_is_refused(results, processed_dir):
+    path = results / "svm" / "metrics.json"
+    stored = json.loads(path.read_text())
+    stored["accuracy"] = stored["accuracy"] / 2
+    path.write_text(json.dumps(stored))
+    with pytest.raises(UserError, match="svm: metrics.json says accuracy"):
+        run_report(results, processed_dir)
+
+
+def test_incomplete_folders_are_reported_not_dropped_silently(results, processed_dir):
+    (results / "resnet50").mkdir()                       # a run that never finished
+    (results / "svm" / "predictions.csv").unlink()       # figures only from metrics.json
+    run_report(results, processed_dir)
+    md = (results / "summary.md").read_text()
+    page = (results / "report.html").read_text()
+    for text in (md, page):
+        assert "resnet50: no metrics.json" in text
+        assert "svm: no predictions.csv" in text
+    summary = pd.read_csv(results / "summary.csv").set_index("model")
+    assert np.isnan(summary.loc["svm", "accuracy_low"]) and summary.loc["svm", "accuracy"] > 0
+
+
+class References(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+        self.anchors: set[str] = set()
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for key in ("src", "href"):
+            if attrs.get(key):
+                self.refs.append(attrs[key])
+        if attrs.get("id"):
+            self.anchors.add(attrs["id"])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse_page(path: Path) -> References:
+    parser = References()
+    parser.feed(path.read_text(encoding="utf-8"))
+    parser.close()
+    return parser
+
+
+def test_html_references_only_files_that_exist(results, processed_dir):
+    shutil.rmtree(results / "vgg16" / "gradcam")         # a stage that did not run: no broken image
+    run_report(results, processed_dir)
+    page = results / "report.html"
+    parsed = parse_page(page)
+    local = [r for r in parsed.refs if not r.startswith("#")]
+    assert all(not urlparse(r).scheme and not r.startswith("/") for r in local), local
+    for ref in local:
+        assert (page.parent / unquote(ref)).is_file(), ref
+    for ref in (r for r in parsed.refs if r.startswith("#")):
+        assert ref[1:] in parsed.anchors, ref
+    expected = {"rf/confusion_matrix.png", "svm/confusion_matrix.png", "vgg16/confusion_matrix.png",
+                "vgg16/curves.png", "rf/predictions_grid.png"}
+    assert expected <= set(local)
+    text = " ".join(parsed.text)
+    assert "grad-cam: none for vgg16" in text
+    assert "random weights" in text
+
+
+def test_html_shows_data_summary_and_classes_in_one_order(results, processed_dir):
+    run_report(results, processed_dir)
+    html = (results / "report.html").read_text()
+    classes = dataset.class_names(dataset.load_manifest(processed_dir))
+    # the data table and both per-class tables list the classes in the same (sorted) order
+    starts = [html.index(h) for h in ("id=\"data\"", "F1 per class", "IoU per class")]
+    for start in starts:
+        positions = [html.index(f">{c}<", start) for c in classes]
+        assert positions == sorted(positions)
+    assert "class=\"best\"" in html
+    counts = dataset.load_manifest(processed_dir).groupby("split").size()
+    assert f">{counts.sum()}<" in html                   # the grand total of crops
+
+
+def test_html_renders_in_headless_chromium(results, processed_dir, tmp_path):
+    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)),
+                   None)
+    if browser is None:
+        pytest.skip("no Chromium installed; the page is still parsed by test_html_references_only_files_that_exist")
+    run_report(results, processed_dir)
+    shot = tmp_path / "page.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--screenshot={shot}", "--window-size=1280,2400", (results / "report.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    with Image.open(shot) as img:
+        colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is None or len(colours) > 50          # not a blank page
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    proc = subprocess.run([sys.executable, str(ROOT / "report.py"), "--results", str(tmp_path / "nope")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: results folder {tmp_path / 'nope'} does not exist; " \
+                                  "run a model stage first or pass --results"
+    from microplastics.cli import run
+    (tmp_path / "empty" / "half_done").mkdir(parents=True)
+    for argv in (["--results", str(tmp_path / "empty")], ["--n-boot", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            run(reports.main, argv)
+        assert exit_info.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: no <model>/metrics.json under")
+    assert err[1] == "error: --n-boot must be at least 1, got 0"
+
+
+def test_robustness_tables_are_summarised_when_present(results, processed_dir):
+    pd.DataFrame({"corruption": ["none", "defocus_blur", "defocus_blur", "darker"], "severity": [0, 1, 3, 1],
+                  "accuracy": [0.9, 0.8, 0.5, 0.85], "macro_f1": [0.8, 0.7, 0.4, 0.7], "n": [24] * 4,
+                  "applied_to": ["crop"] * 4}).to_csv(results / "vgg16" / "robustness.csv", index=False)
+    tiny_png(results / "vgg16" / "robustness.png")
+    run_report(results, processed_dir)
+    html = (results / "report.html").read_text()
+    section = html[html.index("id=\"robustness\""):]
+    # clean 0.8, mean corrupted (0.7 + 0.4 + 0.7) / 3 = 0.6, relative drop 0.25, worst defocus_blur@3
+    for text in (">0.800<", ">0.600<", ">0.250<", "defocus_blur@3", "vgg16/robustness.png"):
+        assert text in section, text
+    assert "rf" not in section.split("</table>")[0].split("<tbody>")[1]   # only models that have one
+
+
+def test_data_summary_in_the_preprocessing_format(results, processed_dir, tmp_path):
+    # summary.json as data-preprocessing.py writes it: counts by class then split, skipped items with reasons
+    data = tmp_path / "processed"
+    data.mkdir()
+    shutil.copy(processed_dir / "manifest.csv", data / "manifest.csv")
+    summary = {"settings": {"group_by": "photo", "seed": 42},
+               "counts": {"foam": {"train": 7, "val": 2, "test": 3, "total": 12},
+                          "hard": {"train": 7, "val": 3, "test": 2, "total": 12}},
+               "photos": {"train": 4, "val": 2, "test": 2, "total": 8},
+               "skipped": {"count": 2, "by_reason": {"box outside the photo": 2},
+                           "items": [{"item": "p1.jpg box 3", "reason": "box outside the photo"},
+                                     {"item": "p2.jpg box 9", "reason": "box outside the photo"}]}}
+    (data / "summary.json").write_text(json.dumps(summary))
+    run_report(results, data)
+    html = (results / "report.html").read_text()
+    section = html[html.index("id=\"data\""):html.index("id=\"comparison\"")]
+    for text in (">7<", ">3<", ">24<", "group by photo", "Skipped: 2 item(s)", "p2.jpg box 9", "Photos per split"):
+        assert text in section, text
+    assert section.index(">foam<") < section.index(">hard<")
+
+
+def iou_csv(results: Path, models: list[str]) -> pd.DataFrame:
+    """iou.csv as ml-IOU.py writes it: classes as rows (then 'mean'), models as columns."""
+    columns = {}
+    for m in models:
+        stored = metrics.load_metrics(results / m)
+        columns[m] = [stored["per_class"][c]["iou"] for c in stored["classes"]] + [stored["mean_iou"]]
+    frame = pd.DataFrame(columns, index=pd.Index(stored["classes"] + ["mean"], name="class"))
+    frame.to_csv(results / "iou.csv", float_format="%.4f")
+    return frame
+
+
+def test_iou_table_comes_from_iou_csv_only_when_it_matches(results, processed_dir):
+    iou_csv(results, ["rf", "svm", "vgg16"])
+    run_report(results, processed_dir)
+    html = (results / "report.html").read_text()
+    assert "from results/iou.csv (ml-IOU.py)" in html and "does not match" not in html
+    frame = iou_csv(results, ["rf", "svm", "vgg16"])
+    frame.loc[frame.index[0], "rf"] = 0.0 if frame.iloc[0]["rf"] > 0.5 else 1.0    # a stale iou.csv
+    frame.to_csv(results / "iou.csv", float_format="%.4f")
+    run_report(results, processed_dir)
+    html = (results / "report.html").read_text()
+    assert "results/iou.csv does not match the models" in html
+    assert "from each model&#x27;s predictions.csv" in html
+
+
+def test_a_data_folder_of_another_split_is_flagged(results, tmp_path):
+    from datagen import make_processed
+
+    other = make_processed(tmp_path / "other", per_class=8, size=16, seed=1)
+    run_report(results, other)
+    assert "describes other data than the scores" in (results / "summary.md").read_text()
