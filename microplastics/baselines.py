@@ -342,8 +342,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", default="results", help="folder that receives one sub-folder per model")
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES,
                         help="which classical models to train")
-    parser.add_argument("--features", default="full", choices=FEATURE_KINDS,
-                        help="'original': the study's 13 grayscale intensity/texture/edge features; 'full': "
+    parser.add_argument("--features", default="robust", choices=FEATURE_KINDS,
+                        help="the default 'robust' holds up under other imaging conditions at no cost in clean scores (docs/robustness.md); 'original': the study's 13 grayscale intensity/texture/edge features; 'full': "
                              "those plus colour, crop size, particle shape (Otsu mask) and an LBP histogram; 'robust': "
                              "measures stable under light, white-balance, focus, noise and resolution changes "
                              "(normalised intensity, colour relative to the background, shape, texture on a "
@@ -356,8 +356,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="processes for the features and threads for the forest")
     parser.add_argument("--grid-size", type=int, default=32, help="test crops in test_grid.png (0: no grid)")
     parser.add_argument("--no-cache", action="store_true", help="recompute the features and do not store them")
-    parser.add_argument("--augment", default="none", choices=AUGMENT_CHOICES,
-                        help="'none': train on the crops as they are (the study); 'robust': also on augmented "
+    parser.add_argument("--augment", default="robust", choices=AUGMENT_CHOICES,
+                        help="'none': train on the crops as they are (the study); 'robust' (default): also on augmented "
                              "copies (light, white balance, blur, noise, JPEG, down-scaling; see "
                              "docs/robustness.md)")
     parser.add_argument("--aug-copies", type=int, default=2,

@@ -49,7 +49,8 @@ def test_model_folder_follows_the_contract(results, data, model):
     assert m["val"]["n"] == len(dataset.split_frame(manifest, "val"))
     assert read_json(folder / "val_metrics.json")["split"] == "val"
     config = read_json(folder / "config.json")
-    assert config["features"] == "full" and config["balance"] == "smote" and config["seed"] == 42
+    assert config["features"] == "robust" and config["augment"] == "robust"  # the defaults
+    assert config["balance"] == "smote" and config["seed"] == 42
     # The drawn classes are easy to tell apart: a working pipeline gets most test crops right.
     assert m["accuracy"] >= 0.75
 
