@@ -24,9 +24,10 @@ test: setup
 # demo, all and mp100 run one set of rules (the pipeline below) on their own folders and
 # settings: each calls make again with WORK (where outputs go) and the stages' flags.
 
-# A smoke test on synthetic photos: small images, two epochs, random initial weights (no network).
+# A smoke test on synthetic photos: small images, ten epochs of head training on cached embeddings,
+# random initial weights (no network).
 DEMO_EXTRACT_FLAGS := --synthetic --n-images 40 --seed 42
-DEMO_DEEP_FLAGS := --epochs 2 --image-size 64 --weights none --aug-views 0 --batch-size 64 --device cpu
+DEMO_DEEP_FLAGS := --epochs 10 --lr 1e-3 --image-size 64 --weights none --aug-views 0 --batch-size 64 --device cpu
 MP100 ?= ../shared/datasets/mp100
 
 demo: setup
