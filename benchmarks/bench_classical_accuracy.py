@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microplastics import baselines, metrics, stats  # noqa: E402
+from microplastics.cli import default_workers  # noqa: E402
 from microplastics.features import FEATURE_KINDS  # noqa: E402
 
 COMPARED = ("original", "full")  # the study's set against the extended one
@@ -40,7 +41,7 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44, 45, 46],
                         help="training seeds; the first one gets the bootstrap interval")
-    parser.add_argument("--workers", type=int, default=baselines.default_workers())
+    parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--kinds", nargs="+", default=list(COMPARED), choices=FEATURE_KINDS,
                         help="feature sets to score; full and original are compared when both are there")
     args = parser.parse_args()

@@ -10,7 +10,6 @@ and feature settings, which ``load_model`` turns back into a classifier of raw c
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import time
 import warnings
@@ -32,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from . import dataset, fileio, metrics
-from .cli import UserError
+from .cli import UserError, default_workers
 from .augment import AUGMENT_CHOICES
 from .features import (FEATURE_KINDS, FeatureSettings, augmented_features, dataset_features, extract_features,
                        feature_names)
@@ -50,14 +49,6 @@ WEIGHTS = "none (trained from scratch)"
 FORMAT_VERSION = 1
 SMOTE_NEIGHBOURS = 5
 VAL_KEYS = ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "mean_iou")
-
-
-def default_workers() -> int:
-    """CPUs this process may use (respects taskset/cgroup limits where the OS reports them)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 # ---------------------------------------------------------------- pipelines

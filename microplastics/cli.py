@@ -1,6 +1,7 @@
 """Shared command-line plumbing: one-line errors with exit status 2, never a bare traceback."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -10,6 +11,14 @@ class UserError(Exception):
 
     The message should say what is wrong and how to fix it.
     """
+
+
+def default_workers() -> int:
+    """CPUs this process may use (respects taskset/cgroup affinity where the OS reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:

@@ -6,7 +6,9 @@ Every model stage reads its data through here, so all of them agree on class ord
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any, Iterable
 
 import pandas as pd
 
@@ -55,10 +57,24 @@ def split_fingerprint(manifest: pd.DataFrame, split: str = "test") -> str:
     The order of rows does not matter; a renamed, added or relabelled crop does.
     """
     rows = split_frame(manifest, split)
-    lines = sorted(f"{p}\t{label}" for p, label in zip(rows["path"], rows["label"]))
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:16]
+    return lines_digest(f"{p}\t{label}" for p, label in zip(rows["path"], rows["label"]))
 
 
 def manifest_digest(data_dir: str | Path) -> str:
     """Hash of the manifest file's bytes: a cache key for anything computed from the crops."""
-    return hashlib.sha256((Path(data_dir) / MANIFEST_NAME).read_bytes()).hexdigest()[:16]
+    return short_digest((Path(data_dir) / MANIFEST_NAME).read_bytes())
+
+
+def short_digest(data: str | bytes) -> str:
+    """The first 16 hex digits of SHA-256: the project's fingerprints and cache keys."""
+    return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()[:16]
+
+
+def lines_digest(lines: Iterable[str]) -> str:
+    """A digest of a set of lines, whatever their order (a split's or an external set's fingerprint)."""
+    return short_digest("\n".join(sorted(lines)))
+
+
+def settings_digest(settings: dict[str, Any]) -> str:
+    """A digest of a settings dict (keys sorted): a cache key that changes with any setting."""
+    return short_digest(json.dumps(settings, sort_keys=True, default=str))

@@ -8,8 +8,6 @@ The cache file is keyed on everything that changes its content.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import checkpoint
+from .dataset import settings_digest
 from .images import read_rgb
 from .transforms import EvalPreset, TrainPreset
 
@@ -86,8 +85,7 @@ def compute_embeddings(backbone: nn.Module, dataset: Dataset, *, batch_size: int
 
 
 def cache_key(**parts: Any) -> str:
-    blob = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+    return settings_digest({"version": CACHE_VERSION, **parts})
 
 
 def cached_embeddings(path: Path, compute: Callable[[], dict[str, torch.Tensor]], *, dtype: torch.dtype,

@@ -21,8 +21,6 @@ Every vector has a fixed length per kind and holds no NaN or infinity, whatever 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from tqdm import tqdm
 
 from . import fileio
 from .cli import UserError
+from .dataset import settings_digest
 from .images import ImageReadError, read_rgb
 
 FEATURE_KINDS = ("original", "full", "robust")
@@ -445,8 +444,7 @@ def augmented_features(paths: Sequence[str | Path], settings: FeatureSettings, c
 
 def cache_key(manifest_digest: str, settings: FeatureSettings) -> str:
     """The manifest's hash and the feature settings, hashed: a changed crop list or setting misses."""
-    payload = json.dumps({"manifest": manifest_digest, **settings.to_dict()}, sort_keys=True)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+    return settings_digest({"manifest": manifest_digest, **settings.to_dict()})
 
 
 def cache_path(data_dir: str | Path, manifest_digest: str, settings: FeatureSettings) -> Path:

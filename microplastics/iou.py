@@ -52,33 +52,13 @@ def split_key(folder: Path) -> str:
     stored = metrics.load_metrics(folder)
     if not stored.get("split_fingerprint"):
         raise UserError(f"{folder.name}: {path} has no split_fingerprint; rerun its stage to score it again")
-    return f"{stored.get('split', 'test')}:{stored['split_fingerprint']}"
-
-
-def check_same_split(keys: dict[str, str]) -> None:
-    """Refuse models scored on different test splits, naming each model and its fingerprint."""
-    groups: dict[str, list[str]] = {}
-    for name, key in keys.items():
-        groups.setdefault(key, []).append(name)
-    if len(groups) > 1:
-        listed = "; ".join(f"{', '.join(names)} on split {key}" for key, names in groups.items())
-        raise UserError(f"models were scored on different test splits and cannot share one IoU table: {listed}. "
-                        "Rerun them on one processed data folder, or choose one group with --models")
-
-
-def model_classes(folder: Path, predictions: pd.DataFrame) -> list[str]:
-    """The model's class list: metrics.json's, else its prob_ columns, else the labels seen."""
-    stored = metrics.load_metrics(folder)
-    if stored.get("classes"):
-        return list(stored["classes"])
-    probs = [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
-    return probs or sorted(set(predictions["true"]) | set(predictions["pred"]))
+    return metrics.split_key(stored)
 
 
 def model_iou(folder: Path) -> pd.Series:
     """Label IoU per class of one model's predictions.csv; NaN where a class never occurs."""
     predictions = metrics.read_predictions(folder / metrics.PREDICTIONS_NAME)
-    classes = model_classes(folder, predictions)
+    classes = metrics.model_classes(metrics.load_metrics(folder), predictions)
     unknown = sorted((set(predictions["true"]) | set(predictions["pred"])) - set(classes))
     if unknown:
         raise UserError(f"{folder / metrics.PREDICTIONS_NAME} has labels {unknown} outside its classes {classes}")
@@ -89,7 +69,7 @@ def model_iou(folder: Path) -> pd.Series:
 def iou_table(results: str | Path, models: Sequence[str] | None = None) -> pd.DataFrame:
     """Classes as rows (then the mean over classes that occur), models as columns."""
     folders = find_model_dirs(Path(results), models)
-    check_same_split({f.name: split_key(f) for f in folders})
+    metrics.refuse_mixed_splits({f.name: split_key(f) for f in folders}, "share one IoU table")
     columns = [model_iou(f) for f in folders]
     table = pd.concat(columns, axis=1).sort_index()
     table.index.name = "class"

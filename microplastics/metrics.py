@@ -14,6 +14,7 @@ import pandas as pd
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
 from . import fileio
+from .cli import UserError
 
 METRICS_NAME = "metrics.json"
 PREDICTIONS_NAME = "predictions.csv"
@@ -111,3 +112,31 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
 
 def load_metrics(model_dir: str | Path) -> dict[str, Any]:
     return fileio.read_json(Path(model_dir) / METRICS_NAME)
+
+
+def split_key(metrics_json: dict[str, Any]) -> str:
+    """The split a model was scored on: '<split>:<fingerprint>'; equal keys, comparable scores."""
+    return f"{metrics_json.get('split', 'test')}:{metrics_json.get('split_fingerprint', 'unknown')}"
+
+
+def refuse_mixed_splits(keys: dict[str, str], purpose: str) -> None:
+    """Stop when models (name -> split key) were scored on different test splits, naming each group."""
+    groups: dict[str, list[str]] = {}
+    for name, key in keys.items():
+        groups.setdefault(key, []).append(name)
+    if len(groups) > 1:
+        listed = "; ".join(f"{', '.join(names)} (split {key})" for key, names in groups.items())
+        raise UserError(f"models were scored on different test splits and cannot {purpose}: {listed}. "
+                        "Rerun them on one processed data folder, or pick one group with --models")
+
+
+def model_classes(metrics_json: dict[str, Any], predictions: pd.DataFrame | None) -> list[str]:
+    """Class names in index order: metrics.json's list, else its per_class keys, else the prob_ columns."""
+    if metrics_json.get("classes"):
+        return list(metrics_json["classes"])
+    if metrics_json.get("per_class"):
+        return sorted(metrics_json["per_class"])
+    if predictions is not None:
+        probs = [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
+        return probs or sorted(set(predictions["true"]) | set(predictions["pred"]))
+    return []

@@ -14,7 +14,6 @@ Three modes use it:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from . import fileio
 from .cli import UserError
+from .dataset import lines_digest
 from .images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
 from .metrics import PREDICTIONS_NAME, compute_metrics, read_predictions, write_evaluation
 
@@ -358,8 +358,7 @@ def score_particles(frame: pd.DataFrame, classes: Sequence[str],
 
 def set_fingerprint(frame: pd.DataFrame) -> str:
     """A short hash of an external set's boxes and labels, like the test split's fingerprint."""
-    lines = sorted(f"{p}\t{b}\t{t}" for p, b, t in zip(frame["photo"], frame["box_id"], frame["true"]))
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()[:16]
+    return lines_digest(f"{p}\t{b}\t{t}" for p, b, t in zip(frame["photo"], frame["box_id"], frame["true"]))
 
 
 def write_external(out_dir: str | Path, frame: pd.DataFrame, predictor: Predictor, *, source: str | Path,

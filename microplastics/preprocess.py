@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .annotations import FORMATS, AnnotationSet, BoxRecord, count_reasons, crop_box, read_annotations
-from .cli import UserError
+from .cli import UserError, default_workers
 from .dataset import MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, split_fingerprint
 from .fileio import replace_dir, staging_dir, write_json
 from .images import ImageReadError, read_rgb
@@ -30,14 +30,6 @@ from .splits import (GROUP_BY, achieved_fractions, check_fractions, crop_split, 
 
 EXTRA_COLUMNS = ("box_id", "group")
 _CROPS = ".crops"  # staging sub-folder where crops wait until their split is known
-
-
-def default_workers() -> int:
-    """CPUs this process may use (respects taskset/cgroup affinity where the OS reports it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -103,18 +103,6 @@ def read_json_or_empty(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def model_classes(metrics_json: dict[str, Any], predictions: pd.DataFrame | None) -> list[str]:
-    """Class names in index order: metrics.json's list, else its per_class keys, else the prob_ columns."""
-    if metrics_json.get("classes"):
-        return list(metrics_json["classes"])
-    if metrics_json.get("per_class"):
-        return sorted(metrics_json["per_class"])
-    if predictions is not None:
-        probs = [c[5:] for c in predictions.columns if c.startswith("prob_")]
-        return probs or sorted(set(predictions["true"]) | set(predictions["pred"]))
-    return []
-
-
 def read_model_predictions(folder: Path) -> pd.DataFrame | None:
     path = folder / metrics.PREDICTIONS_NAME
     if not path.is_file():
@@ -145,7 +133,7 @@ def load_model(folder: Path, n_boot: int, seed: int) -> tuple[ModelResult, list[
     config = read_json_or_empty(folder / "config.json")
     name = str(stored.get("model") or folder.name)
     predictions = read_model_predictions(folder)
-    classes = model_classes(stored, predictions)
+    classes = metrics.model_classes(stored, predictions)
     notes: list[str] = []
     if predictions is None:
         notes.append(f"{name}: no predictions.csv, so its figures are metrics.json's, without intervals "
@@ -173,14 +161,7 @@ def model_settings(metrics_json: dict[str, Any], config: dict[str, Any]) -> dict
 
 def check_same_split(models: Sequence[ModelResult]) -> None:
     """Refuse to rank models scored on different test splits, naming each group."""
-    groups: dict[str, list[str]] = {}
-    for m in models:
-        key = f"{m.metrics.get('split', 'test')}:{m.metrics.get('split_fingerprint', 'unknown')}"
-        groups.setdefault(key, []).append(m.name)
-    if len(groups) > 1:
-        listed = "; ".join(f"{', '.join(names)} (split {key})" for key, names in groups.items())
-        raise UserError(f"models were scored on different test splits and cannot be ranked together: {listed}. "
-                        "Rerun them on one processed data folder, or pick one group with --models")
+    metrics.refuse_mixed_splits({m.name: metrics.split_key(m.metrics) for m in models}, "be ranked together")
 
 
 def data_split_note(models: Sequence[ModelResult], data_dir: Path) -> list[str]:

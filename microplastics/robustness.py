@@ -338,7 +338,7 @@ def _check_fingerprint(model_dir: Path, setup: Setup) -> None:
                         "(split fingerprints differ); pass the --data folder it was trained on")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="robustness.py",
         description="Score trained models on the test split under imaging corruptions (defocus blur, darker and "
@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = get_args_parser().parse_args(argv)
     if args.batch_size < 1 or args.limit_photos < 0:
         raise UserError("--batch-size must be at least 1 and --limit-photos at least 0")
     if args.margin is not None and not args.margin >= 0:
