@@ -11,12 +11,14 @@ clean >= 0.98).
     .venv/bin/python benchmarks/bench_robustness.py --only classical --limit-photos 30
 
 Trained folders are kept under --work and reused on a second run unless --retrain (a deep run
-stopped early is reused too: robustness.py needs only its best.pt). The 95 % interval of the
+stopped early is reused too: robustness.py needs only its best.pt); so are their robustness
+scores, while newer than the model and made with the same seed and photos, unless --rescore. The 95 % interval of the
 clean macro-F1 is a bootstrap over the test crops (microplastics.stats).
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -28,8 +30,8 @@ MP100 = ROOT.parent / "shared" / "datasets" / "mp100" / "MICRO"
 PY = sys.executable
 
 # label, family, script, extra arguments, model sub-folder written under the variant's results folder
-DEEP = ["--arch", "resnet18", "--weights", "none", "--finetune", "full", "--image-size", "64", "--epochs", "12",
-        "--patience", "4", "--lr", "0.001", "--batch-size", "64", "--workers", "1"]
+DEEP = ["--arch", "resnet18", "--weights", "none", "--finetune", "full", "--image-size", "64", "--epochs", "30",
+        "--patience", "8", "--lr", "0.001", "--batch-size", "64", "--workers", "1"]
 VARIANTS = [
     ("study 13 features, RF", "classical", "ml-baselines.py",
      ["--models", "rf", "--features", "original", "--augment", "none"], "rf"),
@@ -45,6 +47,10 @@ VARIANTS = [
      ["--models", "svm", "--features", "robust", "--augment", "robust"], "svm"),
     ("resnet18 scratch, study aug", "deep", "resnet50.py", [*DEEP, "--augment", "study"], "resnet18"),
     ("resnet18 scratch, robust aug", "deep", "resnet50.py", [*DEEP, "--augment", "robust"], "resnet18"),
+    ("resnet18 scratch, robust + crop norm", "deep", "resnet50.py",
+     [*DEEP, "--augment", "robust", "--input-norm", "crop"], "resnet18"),
+    ("resnet18 scratch, study + crop norm", "deep", "resnet50.py",
+     [*DEEP, "--augment", "study", "--input-norm", "crop"], "resnet18"),
 ]
 TARGETS = {"classical": 0.85, "deep": 0.90}
 CLEAN_TARGET = 0.98
@@ -80,14 +86,32 @@ def run_variant(variant: tuple, data: Path, args: argparse.Namespace) -> dict:
     trained = any((model_dir / f).is_file() for f in ("model.joblib", "best.pt"))
     if args.retrain or not trained:
         train_s = sh([PY, script, "--data", str(data), "--results", str(results), "--seed", str(args.seed), *extra])
-    cmd = [PY, "robustness.py", "--data", str(data), "--model", str(model_dir), "--photos", str(args.photos),
-           "--apply-to", "photo", "--seed", str(args.seed)]
-    if args.limit_photos:
-        cmd += ["--limit-photos", str(args.limit_photos)]
-    robust_s = sh(cmd)
+    robust_s = None
+    if train_s is not None or args.rescore or not scores_are_current(model_dir, data, args):
+        cmd = [PY, "robustness.py", "--data", str(data), "--model", str(model_dir), "--photos", str(args.photos),
+               "--apply-to", "photo", "--seed", str(args.seed)]
+        if args.limit_photos:
+            cmd += ["--limit-photos", str(args.limit_photos)]
+        robust_s = sh(cmd)
     summary = json.loads((model_dir / "robustness.json").read_text())
     return {"label": label, "family": family, "train_s": train_s, "robustness_s": robust_s,
             "clean_ci": clean_interval(model_dir), **summary}
+
+
+def scores_are_current(model_dir: Path, data: Path, args: argparse.Namespace) -> bool:
+    """robustness.json is newer than the model and was scored with this seed on as many photos as asked."""
+    scores = model_dir / "robustness.json"
+    model = next((model_dir / f for f in ("model.joblib", "best.pt") if (model_dir / f).is_file()), None)
+    if model is None or not scores.is_file() or scores.stat().st_mtime < model.stat().st_mtime:
+        return False
+    summary = json.loads(scores.read_text())
+    if summary.get("seed") != args.seed or summary.get("applied_to") != "photo":
+        return False
+    if args.limit_photos:
+        return summary.get("n_test_photos") == args.limit_photos
+    with open(data / "manifest.csv", newline="") as f:
+        n_test = sum(1 for row in csv.DictReader(f) if row["split"] == "test")
+    return summary.get("n_test_crops") == n_test
 
 
 def clean_interval(model_dir: Path) -> list[float]:
@@ -105,14 +129,14 @@ def clean_interval(model_dir: Path) -> list[float]:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'model':32} {'clean F1':>8} {'clean 95% CI':>15} {'corrupt F1':>10} {'drop':>7} "
+    head = (f"{'model':38} {'clean F1':>8} {'clean 95% CI':>15} {'corrupt F1':>10} {'drop':>7} "
             f"{'worst condition':>26} {'target':>7}")
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
         ok = r["clean_macro_f1"] >= CLEAN_TARGET and r["mean_corrupted_macro_f1"] >= TARGETS[r["family"]]
         worst = f"{r['worst_condition']} {r['worst_macro_f1']:.3f}"
         ci = f"[{r['clean_ci'][0]:.3f}, {r['clean_ci'][1]:.3f}]"
-        print(f"{r['label']:32} {r['clean_macro_f1']:8.3f} {ci:>15} {r['mean_corrupted_macro_f1']:10.3f} "
+        print(f"{r['label']:38} {r['clean_macro_f1']:8.3f} {ci:>15} {r['mean_corrupted_macro_f1']:10.3f} "
               f"{r['relative_drop']:7.1%} {worst:>26} {'met' if ok else 'missed':>7}")
     for family, target in TARGETS.items():
         best = max((r for r in rows if r["family"] == family), key=lambda r: r["mean_corrupted_macro_f1"], default=None)
@@ -121,9 +145,9 @@ def print_table(rows: list[dict]) -> None:
                   f"(target {target}), clean {best['clean_macro_f1']:.3f} (target {CLEAN_TARGET})")
     print("per corruption (mean macro-F1 over severities):")
     names = list(rows[0]["per_corruption_mean_macro_f1"]) if rows else []
-    print(f"{'model':32} " + " ".join(f"{n[:10]:>10}" for n in names))
+    print(f"{'model':38} " + " ".join(f"{n[:10]:>10}" for n in names))
     for r in rows:
-        print(f"{r['label']:32} " + " ".join(f"{r['per_corruption_mean_macro_f1'][n]:10.3f}" for n in names))
+        print(f"{r['label']:38} " + " ".join(f"{r['per_corruption_mean_macro_f1'][n]:10.3f}" for n in names))
 
 
 def main() -> None:
@@ -136,6 +160,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", type=int, help="indices into the variant list (0-based)")
     parser.add_argument("--limit-photos", type=int, default=0, help="score only N test photos (default: all)")
     parser.add_argument("--retrain", action="store_true", help="train again even if a model folder exists")
+    parser.add_argument("--rescore", action="store_true",
+                        help="run robustness.py again even where a model's robustness.json is current")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     if not Path(args.photos).is_dir():

@@ -47,10 +47,12 @@ def load(path: str | Path) -> dict[str, Any]:
 
 
 def describe(spec: ArchSpec, classes: Sequence[str], image_size: int, mean: Sequence[float],
-             std: Sequence[float], weights: str, config: dict[str, Any]) -> dict[str, Any]:
+             std: Sequence[float], weights: str, config: dict[str, Any],
+             input_norm: str = "imagenet") -> dict[str, Any]:
     """The self-description shared by best.pt and last.pt."""
     return {"format": FORMAT, "arch": spec.name, "classes": list(classes), "image_size": int(image_size),
-            "mean": [float(m) for m in mean], "std": [float(s) for s in std], "weights": weights,
+            "mean": [float(m) for m in mean], "std": [float(s) for s in std], "input_norm": input_norm,
+            "weights": weights,
             # through JSON: the config becomes plain str/int/float/list/dict, which weights_only accepts
             "config": json.loads(json.dumps(config, default=str))}
 
@@ -69,10 +71,11 @@ class LoadedClassifier:
     weights: str
     config: dict[str, Any]
     device: str = "cpu"
+    input_norm: str = "imagenet"
     preset: EvalPreset = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.preset = EvalPreset(self.image_size, self.mean, self.std)
+        self.preset = EvalPreset(self.image_size, self.mean, self.std, input_norm=self.input_norm)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """The eval preset applied to RGB uint8 arrays: a (B, 3, S, S) tensor on the model's device."""
@@ -104,4 +107,6 @@ def load_classifier(model_dir: str | Path, device: str = "cpu") -> LoadedClassif
     model.to(device).eval()
     return LoadedClassifier(model=model, arch=ckpt["arch"], spec=spec, classes=list(ckpt["classes"]),
                             image_size=int(ckpt["image_size"]), mean=tuple(ckpt["mean"]), std=tuple(ckpt["std"]),
-                            weights=ckpt["weights"], config=dict(ckpt["config"]), device=str(device))
+                            weights=ckpt["weights"], config=dict(ckpt["config"]), device=str(device),
+                            # checkpoints written before --input-norm existed used ImageNet's
+                            input_norm=str(ckpt.get("input_norm", "imagenet")))

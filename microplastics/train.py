@@ -25,7 +25,7 @@ from .dataset import class_names, load_manifest, manifest_digest, split_fingerpr
 from .embeddings import CropDataset, cache_key, cached_embeddings, compute_embeddings, item_seed
 from .metrics import write_evaluation
 from .models import IMAGENET_MEAN, IMAGENET_STD, ArchSpec, count_parameters, describe_weights, get_spec
-from .transforms import TRAIN_AUGMENTS, EvalPreset, TrainPreset
+from .transforms import INPUT_NORMS, TRAIN_AUGMENTS, EvalPreset, TrainPreset
 
 CONFIG_NAME = "config.json"
 OUTPUT_FILES = ("config.json", "history.csv", "curves.png", "metrics.json", "predictions.csv",
@@ -80,6 +80,9 @@ def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
     a("--augment", choices=TRAIN_AUGMENTS, default="study",
       help="training augmentation: the study's preset, or robust: the study's plus colour jitter, blur, "
            "down-scaling, noise and JPEG (docs/robustness.md)")
+    a("--input-norm", choices=INPUT_NORMS, default="imagenet",
+      help="input normalisation: imagenet (fixed ImageNet mean/std, the study's) or crop (each crop against "
+           "its own background and spread: light level, white balance and contrast cancel; docs/robustness.md)")
     a("--aug-views", type=int, default=1, help="head mode: augmented views of each training crop embedded "
                                                "once, besides the clean view")
     a("--cache-dir", default=None, help="embedding cache folder (default: RESULTS/.embeddings)")
@@ -181,8 +184,9 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
         if not s.paths:
             raise UserError(f"the {name} split of {root} is empty; rebuild it with data-preprocessing.py")
     size, seed = cfg["image_size"], cfg["seed"]
-    eval_preset = EvalPreset(size, cfg["mean"], cfg["std"])
-    train_preset = TrainPreset(size, cfg["mean"], cfg["std"], augment=cfg.get("augment", "study"))
+    norm = cfg.get("input_norm", "imagenet")
+    eval_preset = EvalPreset(size, cfg["mean"], cfg["std"], input_norm=norm)
+    train_preset = TrainPreset(size, cfg["mean"], cfg["std"], augment=cfg.get("augment", "study"), input_norm=norm)
     pin, workers = device.type == "cuda", cfg["workers"]
     out: dict[str, Any] = {"test": test, "embedding": None}
     if cfg["finetune"] == "full":
@@ -200,8 +204,9 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
     # Head mode: the backbone's outputs, once per view, from the cache when nothing changed.
     key = cache_key(manifest=manifest_digest(root), arch=spec.name, weights=cfg["weights_used"], image_size=size,
                     views=cfg["aug_views"], seed=seed, dtype=cfg["cache_dtype"], mean=cfg["mean"], std=cfg["std"],
-                    # the study's views keep their old cache key; robust views get their own
-                    **({"augment": cfg["augment"]} if cfg.get("augment", "study") != "study" else {}))
+                    # the study's views keep their old cache key; robust views and crop norms get their own
+                    **({"augment": cfg["augment"]} if cfg.get("augment", "study") != "study" else {}),
+                    **({"input_norm": norm} if norm != "imagenet" else {}))
     cache_dir = Path(cfg["cache_dir"] or Path(cfg["results"]) / ".embeddings")
     path = cache_dir / f"{spec.name}-{size}px-{key}.pt"
     stats = {"images": 0, "seconds": 0.0, "forward_seconds": 0.0}
@@ -264,8 +269,9 @@ def check_resume(last: dict[str, Any], cfg: dict[str, Any]) -> None:
     keys = ("arch", "finetune", "image_size", "classes", "manifest_digest", "weights_used", "balance",
             "batch_size", "lr", "seed", "aug_views")
     diff = [k for k in keys if old.get(k) != cfg.get(k)]
-    if old.get("augment", "study") != cfg.get("augment", "study"):
-        diff.append("augment")
+    for key, default in (("augment", "study"), ("input_norm", "imagenet")):
+        if old.get(key, default) != cfg.get(key, default):
+            diff.append(key)
     if diff:
         raise UserError(f"--resume: {', '.join(diff)} differ(s) from the interrupted run's last.pt; "
                         "use the same settings, or start afresh without --resume")
@@ -345,7 +351,8 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any], info: engine.DistInfo) -
     if info.is_main:
         print(f"trainable parameters: {count_parameters(trainable, trainable_only=True):,}", flush=True)
 
-    meta = checkpoint.describe(spec, classes, cfg["image_size"], cfg["mean"], cfg["std"], cfg["weights_used"], cfg)
+    meta = checkpoint.describe(spec, classes, cfg["image_size"], cfg["mean"], cfg["std"], cfg["weights_used"], cfg,
+                               input_norm=cfg["input_norm"])
     criterion = nn.CrossEntropyLoss(
         weight=class_weights(data["train_labels"], len(classes)).to(device) if cfg["balance"] == "class-weight" else None)
 
@@ -399,7 +406,7 @@ def test_and_report(model: nn.Module, spec: ArchSpec, cfg: dict[str, Any], data:
     emb = data["embedding"]
     extra = {"arch": spec.name, "preset": cfg["preset"], "finetune": cfg["finetune"], "balance": cfg["balance"],
              "image_size": cfg["image_size"], "aug_views": cfg["aug_views"] if cfg["finetune"] == "head" else None,
-             "augment": cfg.get("augment", "study"),
+             "augment": cfg.get("augment", "study"), "input_norm": cfg.get("input_norm", "imagenet"),
              "epochs_run": state.epoch, "best_epoch": stopper.best_epoch, "best_val_loss": stopper.best_loss,
              "device": cfg["device_used"], "world_size": cfg["world_size"], "amp": cfg["amp"],
              "timing": {"embedding_seconds": None if emb is None or emb["cached"] else emb["seconds"],
@@ -414,7 +421,8 @@ def test_and_report(model: nn.Module, spec: ArchSpec, cfg: dict[str, Any], data:
     report = out_dir / "classification_report.txt"
     fileio.write_text(report, report.read_text(encoding="utf-8") +
                       f"\nweights: {cfg['weights_used']}\nfinetune: {cfg['finetune']}, balance: {cfg['balance']}, "
-                      f"image size: {cfg['image_size']}, best epoch: {stopper.best_epoch} of {state.epoch}\n")
+                      f"image size: {cfg['image_size']}, augment: {cfg.get('augment', 'study')}, "
+                      f"input norm: {cfg.get('input_norm', 'imagenet')}, best epoch: {stopper.best_epoch} of {state.epoch}\n")
     engine.plot_curves(out_dir, state.history, f"{spec.name} ({cfg['finetune']} mode)")
     m = fileio.read_json(out_dir / "metrics.json")
     print(f"test: accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  (best epoch {stopper.best_epoch}) "

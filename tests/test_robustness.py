@@ -317,3 +317,73 @@ def test_without_photos_the_crops_are_corrupted_and_the_output_says_so(processed
     assert table.loc[0, "macro_f1"] == pytest.approx(clean, abs=1e-6), "clean crops score as the model did"
     done = run_cli("--data", str(processed_dir), "--results", str(results), "--apply-to", "photo")
     assert done.returncode == 2 and "--photos" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def _particle_on_background(colour: tuple[int, int, int], size: int = 40) -> np.ndarray:
+    """A coloured disk on the mp100-like beige background, with a little texture."""
+    rng = np.random.default_rng(3)
+    image = np.empty((size, size, 3), dtype=np.float32)
+    image[:] = (166, 155, 138)
+    yy, xx = np.mgrid[:size, :size]
+    disk = (yy - size / 2) ** 2 + (xx - size / 2.5) ** 2 < (size / 4) ** 2
+    image[disk] = colour
+    image += rng.normal(0, 2, image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def test_crop_normalisation_cancels_light_white_balance_and_contrast():
+    from microplastics.corruptions import corrupt
+    from microplastics.transforms import background_relative
+
+    image = _particle_on_background((60, 90, 150))
+    clean = background_relative(image)
+    scale = np.abs(clean).mean()
+    for name in ("darker", "colour_temperature", "contrast_loss"):
+        for severity in (1, 3):
+            shifted = corrupt(image, name, severity, key="p")
+            raw_change = np.abs(shifted.astype(np.float32) - image).mean()
+            assert raw_change > 5, f"{name}@{severity} must change the pixels for this test to mean anything"
+            change = np.abs(background_relative(shifted) - clean).mean()
+            # what is left is rounding to whole grey levels (the light noise of the crop quantised)
+            assert change < 0.15 * scale, f"{name}@{severity}: the normalised crop moved by {change / scale:.1%}"
+    # ImageNet normalisation, a fixed affine map, keeps every such change.
+    from microplastics.transforms import EvalPreset
+
+    imagenet = EvalPreset(32)
+    moved = (imagenet(corrupt(image, "darker", 3)) - imagenet(image)).abs().mean() / imagenet(image).abs().mean()
+    assert moved > 0.5
+
+
+def test_crop_normalisation_keeps_colour_and_stays_bounded():
+    from microplastics.transforms import CROP_NORM_CLIP, background_relative
+
+    blue, red = (background_relative(_particle_on_background(c)) for c in ((60, 90, 150), (150, 70, 60)))
+    assert blue.dtype == np.float32 and blue.shape == (40, 40, 3)
+    # The background maps to about 0; the particle keeps which channels differ from it, and how.
+    assert abs(float(np.median(blue[:3]))) < 0.2
+    centre_blue, centre_red = blue[20, 16], red[20, 16]
+    assert centre_blue[2] > centre_blue[0] and centre_red[0] > centre_red[2]
+    assert np.abs(centre_blue - centre_red).max() > 1.0
+    flat = np.full((16, 16, 3), 200, dtype=np.uint8)
+    flat[0, 0] = 201
+    out = background_relative(flat)
+    assert np.isfinite(out).all() and np.abs(out).max() <= CROP_NORM_CLIP
+    assert np.abs(out[1:, 1:]).max() < 1e-6 and abs(out[0, 0]).max() < 0.5, \
+        "a flat crop stays flat: its one odd pixel is not blown up"
+
+
+def test_presets_share_the_input_normalisation():
+    from microplastics.transforms import EvalPreset, TrainPreset
+
+    image = _particle_on_background((60, 90, 150), size=48)
+    crop_eval, imagenet_eval = EvalPreset(32, input_norm="crop")(image), EvalPreset(32)(image)
+    assert crop_eval.shape == imagenet_eval.shape == (3, 32, 32)
+    assert not torch_allclose(crop_eval, imagenet_eval)
+    names = [type(t).__name__ for t in TrainPreset(32, augment="robust", input_norm="crop").transform.transforms]
+    assert names[-2:] == ["BackgroundRelative", "ToTensorV2"]
+    with pytest.raises(ValueError, match="unknown input normalisation"):
+        EvalPreset(32, input_norm="per-photo")
+
+
+def torch_allclose(a, b) -> bool:
+    return bool(np.allclose(a.numpy(), b.numpy(), atol=1e-3))

@@ -71,6 +71,28 @@ def test_study_script_writes_everything_and_reloads(preset, folder, processed_di
     assert_reloads_and_reproduces(out, processed_dir)
 
 
+def test_crop_input_norm_travels_with_the_checkpoint(processed_dir, tmp_path):
+    run = main_for("resnet50")
+    flags = ["--data", str(processed_dir), "--results", str(tmp_path), *TINY, "--arch", "resnet18", "--epochs", "1",
+             "--aug-views", "0"]
+    run([*flags, "--input-norm", "crop"])
+    out = tmp_path / "resnet18"
+    best = torch.load(out / "best.pt", weights_only=True)
+    metrics = fileio.read_json(out / "metrics.json")
+    assert best["input_norm"] == best["config"]["input_norm"] == metrics["input_norm"] == "crop"
+    assert "input norm: crop" in (out / "classification_report.txt").read_text()
+    clf = load_classifier(out)
+    assert clf.input_norm == clf.preset.input_norm == "crop"
+    assert_reloads_and_reproduces(out, processed_dir)  # the reloaded model normalises as in training
+    with pytest.raises(UserError, match="input_norm"):
+        run([*flags, "--resume"])  # the interrupted run used --input-norm crop
+    run(flags)
+    assert len(list((tmp_path / ".embeddings").glob("*.pt"))) == 2, "each normalisation has its own cache"
+    del best["input_norm"]  # a checkpoint from before the option existed
+    torch.save(best, tmp_path / "old.pt")
+    assert load_classifier(tmp_path / "old.pt").input_norm == "imagenet"
+
+
 def test_same_seed_same_results(imbalanced, tmp_path):
     flags = ["--data", str(imbalanced), *TINY, "--arch", "resnet18", "--epochs", "2", "--aug-views", "1"]
     for name in ("a", "b"):  # separate folders, so the embeddings are computed twice
