@@ -184,7 +184,7 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
         if not s.paths:
             raise UserError(f"the {name} split of {root} is empty; rebuild it with data-preprocessing.py")
     size, seed = cfg["image_size"], cfg["seed"]
-    norm = cfg.get("input_norm", "imagenet")
+    norm = cfg["input_norm"]
     eval_preset = EvalPreset(size, cfg["mean"], cfg["std"], input_norm=norm)
     train_preset = TrainPreset(size, cfg["mean"], cfg["std"], augment=cfg.get("augment", "study"), input_norm=norm)
     pin, workers = device.type == "cuda", cfg["workers"]
@@ -406,7 +406,7 @@ def test_and_report(model: nn.Module, spec: ArchSpec, cfg: dict[str, Any], data:
     emb = data["embedding"]
     extra = {"arch": spec.name, "preset": cfg["preset"], "finetune": cfg["finetune"], "balance": cfg["balance"],
              "image_size": cfg["image_size"], "aug_views": cfg["aug_views"] if cfg["finetune"] == "head" else None,
-             "augment": cfg.get("augment", "study"), "input_norm": cfg.get("input_norm", "imagenet"),
+             "augment": cfg.get("augment", "study"), "input_norm": cfg["input_norm"],
              "epochs_run": state.epoch, "best_epoch": stopper.best_epoch, "best_val_loss": stopper.best_loss,
              "device": cfg["device_used"], "world_size": cfg["world_size"], "amp": cfg["amp"],
              "timing": {"embedding_seconds": None if emb is None or emb["cached"] else emb["seconds"],
@@ -422,7 +422,7 @@ def test_and_report(model: nn.Module, spec: ArchSpec, cfg: dict[str, Any], data:
     fileio.write_text(report, report.read_text(encoding="utf-8") +
                       f"\nweights: {cfg['weights_used']}\nfinetune: {cfg['finetune']}, balance: {cfg['balance']}, "
                       f"image size: {cfg['image_size']}, augment: {cfg.get('augment', 'study')}, "
-                      f"input norm: {cfg.get('input_norm', 'imagenet')}, best epoch: {stopper.best_epoch} of {state.epoch}\n")
+                      f"input norm: {cfg['input_norm']}, best epoch: {stopper.best_epoch} of {state.epoch}\n")
     engine.plot_curves(out_dir, state.history, f"{spec.name} ({cfg['finetune']} mode)")
     m = fileio.read_json(out_dir / "metrics.json")
     print(f"test: accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  (best epoch {stopper.best_epoch}) "
