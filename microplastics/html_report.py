@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from . import fileio, stats
-from .reports import (SCORE_LABELS, SETTING_KEYS, ModelResult, Report, describe_settings, fmt, fmt_seconds,
+from .reports import (SCORE_LABELS, SETTING_KEYS, ModelResult, Report, fmt, fmt_seconds,
                       missing, per_class_frame)
 
 CSS = """
@@ -228,7 +228,7 @@ def comparison_section(report: Report) -> str:
             ci = "" if missing(low) else f"<span class=\"ci\">[{low:.3f}, {high:.3f}]</span>"
             cells.append(f"{esc(fmt(row[s]))}{ci}")
         cells += [esc(fmt(row["epochs_run"])), esc(fmt(row["best_epoch"])), esc(fmt_seconds(row["train_seconds"])),
-                  esc(fmt(row["weights"])), esc(describe_settings(m))]
+                  esc(fmt(row["weights"])), esc(row["settings"])]
         rows.append(cells)
         css.append(["name", ""] + ["best" if flags[s][i] else "" for s in stats.SCORES] + ["", "", "", "text", "text"])
     intro = (f"<p class=\"muted\">Test split {esc(table_frame['split_fingerprint'].iloc[0])}. Every score is "

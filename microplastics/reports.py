@@ -26,8 +26,10 @@ SCORE_LABELS = {
 RANK_BY = "macro_f1"  # the study's classes are very unequal in size: accuracy alone flatters "hard"
 TOLERANCE = 1e-6
 WHOLE_NUMBERS = ("n", "epochs_run", "best_epoch")
-SETTING_KEYS = ("image_size", "epochs", "batch_size", "aug_views", "finetune", "balance", "features", "weights",
-                "seed", "device")
+SETTING_KEYS = ("image_size", "epochs", "batch_size", "aug_views", "finetune", "balance", "features", "augment",
+                "input_norm", "weights", "seed", "device")
+# settings left out of the one-line description when they are a family's default (the study's)
+QUIET_SETTINGS = {"augment": ("none", "study"), "input_norm": ("imagenet",)}
 
 
 @dataclass
@@ -186,14 +188,21 @@ def weights_note(models: Sequence[ModelResult]) -> list[str]:
 
 
 def describe_settings(model: ModelResult) -> str:
-    """One line of how a model ran: '64 px, 2 epochs max, head, weights none' or 'full features, smote'."""
+    """One line of how a model ran: '64 px, 2 epochs max, head, weights none' or 'full features, smote'.
+
+    A non-default augmentation or input normalisation is named too ('augment robust, input norm crop').
+    """
     s = model.settings
+    hardening = [f"{key.replace('_', ' ')} {s[key]}" for key, quiet in QUIET_SETTINGS.items()
+                 if key in s and s[key] not in quiet]
     if not model.is_deep:
         parts = [f"{s['features']} features" if "features" in s else "handcrafted features"]
-        return ", ".join(parts + ([f"balance {s['balance']}"] if s.get("balance") not in (None, "none") else []))
+        parts += [f"balance {s['balance']}"] if s.get("balance") not in (None, "none") else []
+        return ", ".join(parts + hardening)
     parts = [f"{s['image_size']} px"] if "image_size" in s else []
     parts += [f"{s['epochs']} epochs max"] if "epochs" in s else []
     parts += [f"{s['finetune']} fine-tuning"] if "finetune" in s else []
+    parts += hardening
     parts.append(f"weights {s.get('weights', model.metrics.get('weights', '?'))}")
     return ", ".join(parts)
 
@@ -223,7 +232,7 @@ def summary_frame(models: Sequence[ModelResult]) -> pd.DataFrame:
                     "train_seconds": m.metrics.get("train_seconds"),
                     "weights": m.metrics.get("weights", settings.get("weights")),
                     "image_size": settings.get("image_size"), "epochs": settings.get("epochs"),
-                    "split_fingerprint": m.metrics.get("split_fingerprint")})
+                    "split_fingerprint": m.metrics.get("split_fingerprint"), "settings": describe_settings(m)})
         rows.append(row)
     frame = pd.DataFrame(rows)
     for column in WHOLE_NUMBERS:
@@ -340,7 +349,7 @@ def comparison_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     for (_, row), m in zip(report.table.iterrows(), report.models):
         rows.append([str(row["rank"]), m.name, fmt(row["n"]), *[fmt_score(row, s) for s in stats.SCORES],
                      fmt(row["epochs_run"]), fmt(row["best_epoch"]), fmt_seconds(row["train_seconds"]),
-                     fmt(row["weights"]), describe_settings(m)])
+                     fmt(row["weights"]), row["settings"]])
     return header, rows
 
 

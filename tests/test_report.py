@@ -96,6 +96,21 @@ def test_markdown_holds_the_table_and_the_mcnemar_matrix(results, processed_dir)
     assert "random weights" in md and "vgg16 (64 px, 3 epochs max, weights none)" in md
 
 
+def test_settings_name_the_robust_options_only_when_set(results, processed_dir):
+    config = results / "vgg16" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "augment": "robust", "input_norm": "crop"}))
+    rf_metrics = results / "rf" / "metrics.json"
+    rf_metrics.write_text(json.dumps({**json.loads(rf_metrics.read_text()), "features": "robust", "augment": "robust"}))
+    svm_metrics = results / "svm" / "metrics.json"
+    svm_metrics.write_text(json.dumps({**json.loads(svm_metrics.read_text()), "features": "original",
+                                       "augment": "none"}))
+    run_report(results, processed_dir)
+    settings = pd.read_csv(results / "summary.csv").set_index("model")["settings"]
+    assert settings["vgg16"] == "64 px, 3 epochs max, augment robust, input norm crop, weights none"
+    assert settings["rf"] == "robust features, augment robust"
+    assert settings["svm"] == "original features", "the study's settings are not spelled out"
+
+
 def test_models_on_different_test_splits_are_refused_by_name(results, processed_dir, capsys):
     fake_model(results, processed_dir, "resnet50", 0.8, seed=4, deep=True, fingerprint="0000other0000000")
     with pytest.raises(SystemExit) as exit_info:
