@@ -1,4 +1,5 @@
-"""The processed_MICRO/ contract: manifest.csv, class names, splits and the split fingerprint.
+"""The processed_MICRO/ contract: manifest.csv, class names, splits, the split fingerprint and
+what summary.json recorded of the input.
 
 Every model stage reads its data through here, so all of them agree on class order
 (sorted names, as torchvision's ImageFolder does) and on which crops form each split.
@@ -78,3 +79,19 @@ def lines_digest(lines: Iterable[str]) -> str:
 def settings_digest(settings: dict[str, Any]) -> str:
     """A digest of a settings dict (keys sorted): a cache key that changes with any setting."""
     return short_digest(json.dumps(settings, sort_keys=True, default=str))
+
+
+def recorded_input(data_dir: Path) -> tuple[Path | None, float]:
+    """The raw-data folder and crop margin data-preprocessing.py recorded in summary.json, if any."""
+    try:
+        summary = json.loads((data_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, 0.0
+    if not isinstance(summary, dict):
+        return None, 0.0
+    settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
+    raw = summary.get("input") if isinstance(summary.get("input"), str) else None
+    margin = settings.get("margin", summary.get("margin", 0.0))
+    if raw is not None and not Path(raw).is_absolute():
+        raw = str(data_dir / raw)
+    return (Path(raw) if raw else None), float(margin or 0.0)

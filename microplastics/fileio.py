@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from .cli import UserError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -46,6 +48,19 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_json_dict(path: str | os.PathLike, remedy: str) -> dict[str, Any]:
+    """A JSON object written by an earlier stage: {} when the file is absent or not an object,
+    one UserError line (ending in ``remedy``) when it is not valid JSON."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        value = read_json(path)
+    except ValueError as err:
+        raise UserError(f"{path} is not valid JSON ({err}); {remedy}") from None
+    return value if isinstance(value, dict) else {}
 
 
 def _json_default(obj: Any) -> Any:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from . import fileio
 from .cli import UserError
-from .dataset import lines_digest
+from .dataset import lines_digest, recorded_input
 from .images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
 from .metrics import PREDICTIONS_NAME, compute_metrics, read_predictions, write_evaluation
 
@@ -142,14 +142,7 @@ def with_probabilities(frame: pd.DataFrame, probs: np.ndarray, classes: Sequence
 
 def model_config(model_dir: str | Path) -> dict[str, Any]:
     """The model folder's config.json (empty when there is none)."""
-    path = Path(model_dir) / CONFIG_NAME
-    if not path.is_file():
-        return {}
-    try:
-        config = fileio.read_json(path)
-    except ValueError as err:
-        raise UserError(f"{path} is not valid JSON ({err}); retrain the model or pass --data") from None
-    return config if isinstance(config, dict) else {}
+    return fileio.read_json_dict(Path(model_dir) / CONFIG_NAME, "retrain the model or pass --data")
 
 
 def resolve_data_dir(model_dir: str | Path, data: str | Path | None = None, recorded: str | None = None) -> Path:
@@ -401,8 +394,6 @@ def write_external(out_dir: str | Path, frame: pd.DataFrame, predictor: Predicto
 
 def default_margin(model_dir: Path) -> float:
     """The crop margin data-preprocessing.py used for the model's training data (0 if unknown)."""
-    from .robustness import recorded_input
-
     data = model_config(model_dir).get("data")
     return recorded_input(Path(data))[1] if data and Path(data).is_dir() else 0.0
 

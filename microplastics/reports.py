@@ -96,13 +96,7 @@ def model_dirs(results_dir: Path, wanted: Sequence[str] | None) -> tuple[list[Pa
 
 
 def read_json_or_empty(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        value = fileio.read_json(path)
-    except ValueError as err:
-        raise UserError(f"{path} is not valid JSON ({err}); rerun the stage that wrote it") from err
-    return value if isinstance(value, dict) else {}
+    return fileio.read_json_dict(path, "rerun the stage that wrote it")
 
 
 def read_model_predictions(folder: Path) -> pd.DataFrame | None:

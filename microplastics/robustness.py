@@ -86,22 +86,6 @@ def _is_model_dir(path: Path) -> bool:
     return path.is_dir() and any((path / f).is_file() for f in MODEL_FILES)
 
 
-def recorded_input(data_dir: Path) -> tuple[Path | None, float]:
-    """The raw-data folder and crop margin data-preprocessing.py recorded in summary.json, if any."""
-    try:
-        summary = fileio.read_json(data_dir / dataset.SUMMARY_NAME)
-    except (OSError, ValueError):
-        return None, 0.0
-    if not isinstance(summary, dict):
-        return None, 0.0
-    settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
-    raw = summary.get("input") if isinstance(summary.get("input"), str) else None
-    margin = settings.get("margin", summary.get("margin", 0.0))
-    if raw is not None and not Path(raw).is_absolute():
-        raw = str(data_dir / raw)
-    return (Path(raw) if raw else None), float(margin or 0.0)
-
-
 def locate_photos(candidates: Iterable[Path | None], photo_names: Iterable[str]) -> Path | None:
     """The first folder (or its raw_img/ or images/) that holds every named photo; None if none does."""
     names = sorted(set(photo_names))
@@ -123,7 +107,7 @@ def build_setup(args: argparse.Namespace) -> Setup:
         raise UserError(f"the test split of {data_dir} is empty; rebuild it with data-preprocessing.py")
     names = corruptions.resolve_names(args.corruptions)
     severities = corruptions.resolve_severities(args.severities)
-    recorded, margin = recorded_input(data_dir)
+    recorded, margin = dataset.recorded_input(data_dir)
     photo_dir = None
     if args.apply_to != "crop":
         photo_dir = locate_photos([Path(args.photos) if args.photos else None, recorded], test["source_image"])
@@ -328,10 +312,7 @@ def evaluate_model(model_dir: Path, setup: Setup, device: str) -> dict[str, Any]
 
 
 def _check_fingerprint(model_dir: Path, setup: Setup) -> None:
-    path = model_dir / "metrics.json"
-    if not path.is_file():
-        return
-    recorded = fileio.read_json(path).get("split_fingerprint")
+    recorded = fileio.read_json_dict(model_dir / "metrics.json", "rerun that model").get("split_fingerprint")
     manifest = dataset.load_manifest(setup.data_dir)
     if recorded and recorded != dataset.split_fingerprint(manifest, "test"):
         raise UserError(f"{model_dir} was evaluated on another test split than {setup.data_dir} "
