@@ -224,19 +224,28 @@ def shape_features(gray: np.ndarray) -> np.ndarray:
     if not regions:
         return np.zeros(n_shape)
     region = max(regions, key=lambda r: r.area)  # the particle: its largest connected piece
-    area = float(region.area)
-    major, minor = region.axis_major_length, region.axis_minor_length
-    perimeter = region.perimeter
-    inside, outside = gray[labels == region.label], gray[labels != region.label]
+    particle = labels == region.label
+    inside, outside = gray[particle], gray[~particle]
     contrast = (inside.mean() - outside.mean()) / 255.0 if outside.size else 0.0
-    hu = cv2.HuMoments(cv2.moments((labels == region.label).astype(np.uint8), binaryImage=True)).ravel()
-    # Hu moments span many orders of magnitude; the signed log brings them to one scale.
+    area_fraction, eccentricity, solidity, extent, aspect, circularity = region_shape(region, mask.size)
+    return np.array([area_fraction, eccentricity, solidity, extent, aspect, region.perimeter / region.area,
+                     circularity, len(regions), contrast, *signed_log_hu(particle, 7)])
+
+
+def region_shape(region, n_pixels: int) -> tuple[float, ...]:
+    """Area fraction, eccentricity, solidity, extent, aspect ratio and circularity of one region."""
+    area, perimeter = float(region.area), region.perimeter
+    major, minor = region.axis_major_length, region.axis_minor_length
+    return (area / n_pixels, region.eccentricity, region.solidity, region.extent,
+            major / minor if minor > 0 else major, 4 * np.pi * area / perimeter ** 2 if perimeter > 0 else 0.0)
+
+
+def signed_log_hu(mask: np.ndarray, count: int) -> np.ndarray:
+    """The first ``count`` Hu moments of a mask; they span many orders of magnitude, the signed log
+    brings them to one scale."""
+    hu = cv2.HuMoments(cv2.moments(mask.astype(np.uint8), binaryImage=True)).ravel()[:count]
     with np.errstate(divide="ignore", invalid="ignore"):
-        hu_log = np.where(hu != 0, -np.sign(hu) * np.log10(np.abs(hu)), 0.0)
-    return np.array([area / mask.size, region.eccentricity, region.solidity, region.extent,
-                     major / minor if minor > 0 else major, perimeter / area,
-                     4 * np.pi * area / perimeter ** 2 if perimeter > 0 else 0.0,
-                     len(regions), contrast, *hu_log])
+        return np.where(hu != 0, -np.sign(hu) * np.log10(np.abs(hu)), 0.0)
 
 
 def lbp_histogram(gray: np.ndarray, settings: FeatureSettings) -> np.ndarray:
@@ -331,17 +340,9 @@ def mask_shape(mask: np.ndarray) -> np.ndarray:
     regions = regionprops(mask.astype(np.uint8))
     if not regions:
         return np.zeros(10)
-    region = regions[0]
-    area = float(region.area)
-    major, minor = region.axis_major_length, region.axis_minor_length
-    perimeter = region.perimeter
-    hu = cv2.HuMoments(cv2.moments(mask.astype(np.uint8), binaryImage=True)).ravel()[:3]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        hu_log = np.where(hu != 0, -np.sign(hu) * np.log10(np.abs(hu)), 0.0)
-    pieces = label(mask, connectivity=2).max()
-    return np.array([area / mask.size, region.eccentricity, region.solidity, region.extent,
-                     major / minor if minor > 0 else major,
-                     4 * np.pi * area / perimeter ** 2 if perimeter > 0 else 0.0, pieces, *hu_log])
+    # robust_mask keeps one connected piece, so "mask_pieces" is 1 whenever there is a particle
+    # (the column stays, so that cached feature files keep their layout)
+    return np.array([*region_shape(regions[0], mask.size), 1.0, *signed_log_hu(mask, 3)])
 
 
 def fixed_scale_texture(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
