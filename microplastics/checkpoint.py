@@ -82,11 +82,17 @@ class LoadedClassifier:
         return batch_tensor(images, self.preset).to(self.device)
 
     @torch.no_grad()
+    def probabilities(self, batch: torch.Tensor, batch_size: int = 32) -> np.ndarray:
+        """Softmax probabilities of an already preprocessed (B, 3, S, S) batch, ``batch_size`` at a time."""
+        out = [torch.softmax(self.model(batch[i:i + batch_size]).float(), dim=1).cpu()
+               for i in range(0, len(batch), batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
     def predict_proba(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Softmax probabilities, one row per image, columns in ``classes`` order."""
-        out = [torch.softmax(self.model(self.preprocess(images[i:i + batch_size])).float(), dim=1).cpu()
-               for i in range(0, len(images), batch_size)]
-        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+        parts = [self.probabilities(self.preprocess(images[i:i + batch_size]), batch_size)
+                 for i in range(0, len(images), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), dtype=np.float32)
 
 
 def build_from_state(spec: ArchSpec, num_classes: int, image_size: int, state: dict[str, torch.Tensor]) -> nn.Module:

@@ -58,13 +58,9 @@ def defocus_blur(image: np.ndarray, radius: float, rng: np.random.Generator) -> 
     return cv2.filter2D(image, -1, _disk_kernel(radius), borderType=cv2.BORDER_REFLECT_101)
 
 
-def darker(image: np.ndarray, gain: float, rng: np.random.Generator) -> np.ndarray:
-    """Less light or a shorter exposure: every value scaled down."""
-    return _to_uint8(image.astype(np.float32) * gain)
-
-
-def brighter(image: np.ndarray, gain: float, rng: np.random.Generator) -> np.ndarray:
-    """More light or a longer exposure: values scaled up, the brightest ones saturate."""
+def exposure(image: np.ndarray, gain: float, rng: np.random.Generator) -> np.ndarray:
+    """Less or more light, a shorter or longer exposure: every value scaled by ``gain`` (darker
+    below 1, brighter above, where the brightest values saturate)."""
     return _to_uint8(image.astype(np.float32) * gain)
 
 
@@ -109,8 +105,8 @@ def contrast_loss(image: np.ndarray, keep: float, rng: np.random.Generator) -> n
 
 CORRUPTIONS: dict[str, Corruption] = {c.name: c for c in (
     Corruption("defocus_blur", (1.5, 2.5, 4.0), defocus_blur, "disk radius (px)", "a lens out of focus"),
-    Corruption("darker", (0.6, 0.42, 0.28), darker, "gain", "dimmer light, shorter exposure"),
-    Corruption("brighter", (1.3, 1.6, 2.0), brighter, "gain", "stronger light, longer exposure (saturates)"),
+    Corruption("darker", (0.6, 0.42, 0.28), exposure, "gain", "dimmer light, shorter exposure"),
+    Corruption("brighter", (1.3, 1.6, 2.0), exposure, "gain", "stronger light, longer exposure (saturates)"),
     Corruption("colour_temperature", (0.12, 0.24, 0.36), colour_temperature, "red/blue gain change",
                "warmer or cooler light (white balance off)"),
     Corruption("sensor_noise", (8.0, 16.0, 28.0), sensor_noise, "noise std at full scale (0-255)",

@@ -92,12 +92,6 @@ def compute_maps(loaded: LoadedClassifier, batch: torch.Tensor, methods: Sequenc
     return maps
 
 
-def classify(loaded: LoadedClassifier, batch: torch.Tensor, batch_size: int) -> np.ndarray:
-    with torch.no_grad():
-        return torch.cat([torch.softmax(loaded.model(batch[i:i + batch_size]).float(), dim=1).cpu()
-                          for i in range(0, len(batch), batch_size)]).numpy()
-
-
 # ----------------------------------------------------------------------------- figures
 
 def _title(true: str, pred: str, confidence: float) -> tuple[str, str]:
@@ -212,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = select_crops(recorded_predictions(model_dir), args.n, args.per_class, args.misclassified, args.seed)
     images = [read_crop(data_dir, p) for p in rows["path"]]
     batch = loaded.preprocess(images)
-    probs = classify(loaded, batch, args.batch_size)
+    probs = loaded.probabilities(batch, args.batch_size)
     pred_idx = probs.argmax(axis=1)
     targets = pred_idx if args.target == "pred" else [_class_index(loaded.classes, t) for t in rows["true"]]
     maps = compute_maps(loaded, batch, methods, [int(t) for t in targets], args.batch_size)

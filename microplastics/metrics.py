@@ -84,8 +84,10 @@ def predictions_frame(paths: Sequence[str], y_true: Sequence[str], y_pred: Seque
 def write_evaluation(out_dir: str | Path, *, model: str, classes: Sequence[str], paths: Sequence[str],
                      y_true: Sequence[str], y_pred: Sequence[str], probs: np.ndarray | None,
                      split_fingerprint: str, weights: str, train_seconds: float | None,
-                     split: str = "test", extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the four evaluation files of a model folder and return the metrics dict."""
+                     split: str = "test", extra: dict[str, Any] | None = None,
+                     report_footer: str = "") -> dict[str, Any]:
+    """Write the four evaluation files of a model folder and return the metrics dict;
+    ``report_footer`` is appended to classification_report.txt (how the model was trained)."""
     from .plots import save_confusion_matrix  # matplotlib only when writing
 
     out_dir = Path(out_dir)
@@ -99,7 +101,7 @@ def write_evaluation(out_dir: str | Path, *, model: str, classes: Sequence[str],
                "weights": weights, "train_seconds": train_seconds, **(extra or {})}
     fileio.write_json(out_dir / METRICS_NAME, metrics)
     report = classification_report(y_true, y_pred, labels=classes, digits=4, zero_division=0)
-    fileio.write_text(out_dir / REPORT_NAME, f"{model} on the {split} split (n={scores['n']})\n\n{report}")
+    fileio.write_text(out_dir / REPORT_NAME, f"{model} on the {split} split (n={scores['n']})\n\n{report}{report_footer}")
     save_confusion_matrix(np.array(scores["confusion_matrix"]), classes, out_dir / CONFUSION_NAME,
                           title=f"{model}: {split} split, accuracy {scores['accuracy']:.3f}")
     return metrics

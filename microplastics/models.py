@@ -176,9 +176,16 @@ def describe_weights(spec: ArchSpec, weights: str) -> str:
     if weights == "imagenet":
         w = _imagenet_weights(spec)
         return f"imagenet: torchvision {type(w).__name__}.{w.name} ({os.path.basename(urlparse(w.url).path)})"
-    if not Path(weights).is_file():
+    path = weights_file(weights)
+    return f"file: {path.resolve()} (sha256 {file_sha256(path)[:16]})"
+
+
+def weights_file(weights: str) -> Path:
+    """``--weights PATH`` as an existing file, or one UserError line."""
+    path = Path(weights)
+    if not path.is_file():
         raise UserError(f"--weights {weights}: no such file; use imagenet, none or the path of a state_dict")
-    return f"file: {Path(weights).resolve()} (sha256 {file_sha256(weights)[:16]})"
+    return path
 
 
 def file_sha256(path: str | Path) -> str:
@@ -207,11 +214,8 @@ def load_pretrained_state(spec: ArchSpec, weights: str, image_size: int) -> dict
                 f"(set TORCH_HOME to choose another cache folder: $TORCH_HOME/hub/checkpoints/{target.name}), "
                 f"or use --weights PATH (a state_dict file) or --weights none") from None
     else:
-        path = Path(weights)
-        if not path.is_file():
-            raise UserError(f"--weights {weights}: no such file; use imagenet, none or the path of a state_dict")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(weights_file(weights), map_location="cpu", weights_only=True)
         except Exception as err:
             raise UserError(f"--weights {weights}: not a torch state_dict file ({err})") from None
         if isinstance(state, dict) and "state_dict" in state and "arch" in state:

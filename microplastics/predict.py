@@ -72,7 +72,8 @@ class DeepPredictor:
         self.weights = str(self.loaded.weights)
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        return np.asarray(self.loaded.predict_proba(list(images)), dtype=np.float64)
+        # one forward pass for the batch the caller chose (--batch-size)
+        return np.asarray(self.loaded.predict_proba(list(images), batch_size=max(1, len(images))), dtype=np.float64)
 
 
 @dataclass

@@ -28,6 +28,8 @@ from .models import IMAGENET_MEAN, IMAGENET_STD, ArchSpec, count_parameters, des
 from .transforms import INPUT_NORMS, TRAIN_AUGMENTS, EvalPreset, TrainPreset
 
 CONFIG_NAME = "config.json"
+# options added after the first release, with the value runs and caches made before them had
+LATER_OPTIONS = {"augment": "study", "input_norm": "imagenet"}
 OUTPUT_FILES = ("config.json", "history.csv", "curves.png", "metrics.json", "predictions.csv",
                 "classification_report.txt", "confusion_matrix.png", "best.pt", "last.pt")
 
@@ -184,9 +186,8 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
         if not s.paths:
             raise UserError(f"the {name} split of {root} is empty; rebuild it with data-preprocessing.py")
     size, seed = cfg["image_size"], cfg["seed"]
-    norm = cfg["input_norm"]
-    eval_preset = EvalPreset(size, cfg["mean"], cfg["std"], input_norm=norm)
-    train_preset = TrainPreset(size, cfg["mean"], cfg["std"], augment=cfg.get("augment", "study"), input_norm=norm)
+    eval_preset = EvalPreset(size, cfg["mean"], cfg["std"], input_norm=cfg["input_norm"])
+    train_preset = TrainPreset(size, cfg["mean"], cfg["std"], augment=cfg["augment"], input_norm=cfg["input_norm"])
     pin, workers = device.type == "cuda", cfg["workers"]
     out: dict[str, Any] = {"test": test, "embedding": None}
     if cfg["finetune"] == "full":
@@ -202,11 +203,10 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
         return out
 
     # Head mode: the backbone's outputs, once per view, from the cache when nothing changed.
-    key = cache_key(manifest=manifest_digest(root), arch=spec.name, weights=cfg["weights_used"], image_size=size,
+    key = cache_key(manifest=cfg["manifest_digest"], arch=spec.name, weights=cfg["weights_used"], image_size=size,
                     views=cfg["aug_views"], seed=seed, dtype=cfg["cache_dtype"], mean=cfg["mean"], std=cfg["std"],
-                    # the study's views keep their old cache key; robust views and crop norms get their own
-                    **({"augment": cfg["augment"]} if cfg.get("augment", "study") != "study" else {}),
-                    **({"input_norm": norm} if norm != "imagenet" else {}))
+                    # settings added later enter the key only when changed, so older caches stay valid
+                    **{k: cfg[k] for k, default in LATER_OPTIONS.items() if cfg[k] != default})
     cache_dir = Path(cfg["cache_dir"] or Path(cfg["results"]) / ".embeddings")
     path = cache_dir / f"{spec.name}-{size}px-{key}.pt"
     stats = {"images": 0, "seconds": 0.0, "forward_seconds": 0.0}
@@ -269,9 +269,7 @@ def check_resume(last: dict[str, Any], cfg: dict[str, Any]) -> None:
     keys = ("arch", "finetune", "image_size", "classes", "manifest_digest", "weights_used", "balance",
             "batch_size", "lr", "seed", "aug_views")
     diff = [k for k in keys if old.get(k) != cfg.get(k)]
-    for key, default in (("augment", "study"), ("input_norm", "imagenet")):
-        if old.get(key, default) != cfg.get(key, default):
-            diff.append(key)
+    diff += [k for k, default in LATER_OPTIONS.items() if old.get(k, default) != cfg[k]]
     if diff:
         raise UserError(f"--resume: {', '.join(diff)} differ(s) from the interrupted run's last.pt; "
                         "use the same settings, or start afresh without --resume")
@@ -331,7 +329,8 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any], info: engine.DistInfo) -
 
     params = [p for p in trainable.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg["lr"])
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=3)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg["lr_factor"],
+                                                           patience=cfg["lr_patience"])
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     stopper = engine.EarlyStopping(cfg["patience"])
     state = engine.FitState()
@@ -406,7 +405,7 @@ def test_and_report(model: nn.Module, spec: ArchSpec, cfg: dict[str, Any], data:
     emb = data["embedding"]
     extra = {"arch": spec.name, "preset": cfg["preset"], "finetune": cfg["finetune"], "balance": cfg["balance"],
              "image_size": cfg["image_size"], "aug_views": cfg["aug_views"] if cfg["finetune"] == "head" else None,
-             "augment": cfg.get("augment", "study"), "input_norm": cfg["input_norm"],
+             "augment": cfg["augment"], "input_norm": cfg["input_norm"],
              "epochs_run": state.epoch, "best_epoch": stopper.best_epoch, "best_val_loss": stopper.best_loss,
              "device": cfg["device_used"], "world_size": cfg["world_size"], "amp": cfg["amp"],
              "timing": {"embedding_seconds": None if emb is None or emb["cached"] else emb["seconds"],
@@ -414,17 +413,15 @@ def test_and_report(model: nn.Module, spec: ArchSpec, cfg: dict[str, Any], data:
                         "embedding_images": None if emb is None or emb["cached"] else emb["images"],
                         "embedding_cached": None if emb is None else emb["cached"],
                         "setup_seconds": embed_seconds, "epoch_seconds": state.train_seconds}}
-    write_evaluation(out_dir, model=spec.name, classes=classes, paths=test.paths,
-                     y_true=[classes[i] for i in test.labels], y_pred=[classes[i] for i in probs.argmax(1)],
-                     probs=probs, split_fingerprint=split_fingerprint(manifest, "test"), weights=cfg["weights_used"],
-                     train_seconds=embed_seconds + state.train_seconds, extra=extra)
-    report = out_dir / "classification_report.txt"
-    fileio.write_text(report, report.read_text(encoding="utf-8") +
-                      f"\nweights: {cfg['weights_used']}\nfinetune: {cfg['finetune']}, balance: {cfg['balance']}, "
-                      f"image size: {cfg['image_size']}, augment: {cfg.get('augment', 'study')}, "
-                      f"input norm: {cfg['input_norm']}, best epoch: {stopper.best_epoch} of {state.epoch}\n")
+    footer = (f"\nweights: {cfg['weights_used']}\nfinetune: {cfg['finetune']}, balance: {cfg['balance']}, "
+              f"image size: {cfg['image_size']}, augment: {cfg['augment']}, "
+              f"input norm: {cfg['input_norm']}, best epoch: {stopper.best_epoch} of {state.epoch}\n")
+    m = write_evaluation(out_dir, model=spec.name, classes=classes, paths=test.paths,
+                         y_true=[classes[i] for i in test.labels], y_pred=[classes[i] for i in probs.argmax(1)],
+                         probs=probs, split_fingerprint=split_fingerprint(manifest, "test"),
+                         weights=cfg["weights_used"], train_seconds=embed_seconds + state.train_seconds, extra=extra,
+                         report_footer=footer)
     engine.plot_curves(out_dir, state.history, f"{spec.name} ({cfg['finetune']} mode)")
-    m = fileio.read_json(out_dir / "metrics.json")
     print(f"test: accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  (best epoch {stopper.best_epoch}) "
           f"-> {out_dir}", flush=True)
 
