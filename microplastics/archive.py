@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from microplastics.cli import UserError
+from microplastics.cli import UserError, one_line
 
 SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
@@ -54,8 +54,7 @@ def unpack(archive: str | os.PathLike, dest: str | os.PathLike) -> None:
             _unpack_tar(archive, dest)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
         # A truncated or damaged file, or a full disk: name the file, keep it to one line.
-        detail = " ".join(str(err).split()) or type(err).__name__
-        raise UserError(f"cannot unpack {archive}: {detail}; if it was downloaded, download it again") from None
+        raise UserError(f"cannot unpack {archive}: {one_line(err)}; if it was downloaded, download it again") from None
 
 
 def check_entry(name: str, link_target: str | None = None, hard_link: bool = False) -> None:

@@ -10,7 +10,6 @@ and feature settings, which ``load_model`` turns back into a classifier of raw c
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 import warnings
 from collections import Counter
@@ -222,8 +221,7 @@ def train_one(name: str, args: argparse.Namespace, classes: list[str], splits: d
     model = ClassicalModel(name=name, classes=classes, pipeline=pipeline, settings=settings,
                            info={"balance": args.balance, "seed": args.seed})
     final = Path(args.results) / name
-    stage = fileio.staging_dir(final)
-    try:
+    with fileio.staged_dir(final) as stage:
         model.save(stage / MODEL_FILE)
         val_summary = score_val(model, val, classes, stage)
         test_probs = model.predict_proba_features(test.X)
@@ -236,10 +234,6 @@ def train_one(name: str, args: argparse.Namespace, classes: list[str], splits: d
         write_grid(stage, Path(args.data), test, name, args.grid_size, args.seed)
         fileio.write_json(stage / CONFIG_FILE, {**extra_config, "model": name,
                                                 "classifier": describe(pipeline), "train_seconds": train_seconds})
-        fileio.replace_dir(stage, final)
-    finally:
-        if stage.exists():  # a failed run leaves no half-written folder behind
-            shutil.rmtree(stage, ignore_errors=True)
     return result
 
 

@@ -13,6 +13,11 @@ class UserError(Exception):
     """
 
 
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (whitespace collapsed), or its type when it has none."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def default_workers() -> int:
     """CPUs this process may use (respects taskset/cgroup affinity where the OS reports it)."""
     try:

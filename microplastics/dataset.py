@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from . import fileio
 from .cli import UserError
 
 MANIFEST_NAME = "manifest.csv"
@@ -84,7 +85,7 @@ def settings_digest(settings: dict[str, Any]) -> str:
 def recorded_input(data_dir: Path) -> tuple[Path | None, float]:
     """The raw-data folder and crop margin data-preprocessing.py recorded in summary.json, if any."""
     try:
-        summary = json.loads((data_dir / SUMMARY_NAME).read_text(encoding="utf-8"))
+        summary = fileio.read_json(data_dir / SUMMARY_NAME)
     except (OSError, ValueError):
         return None, 0.0
     if not isinstance(summary, dict):

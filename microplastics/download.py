@@ -11,7 +11,7 @@ import requests
 from tqdm import tqdm
 
 from microplastics.archive import archive_stem
-from microplastics.cli import UserError
+from microplastics.cli import UserError, one_line
 
 FIGSHARE_API = "https://api.figshare.com/v2"
 DEEPPARTICLE_ARTICLE = 26511253
@@ -108,7 +108,7 @@ def gdrive_folder(folder_id: str, dest: str | os.PathLike) -> list[Path]:
     try:
         paths = gdown.download_folder(id=folder_id, output=str(dest), quiet=False, resume=True)
     except Exception as err:  # noqa: BLE001 - gdown raises requests, parsing and its own errors alike
-        raise NetworkError(f"could not download the Google Drive folder {folder_id}: {_one_line(err)}") from None
+        raise NetworkError(f"could not download the Google Drive folder {folder_id}: {one_line(err)}") from None
     if not paths:
         raise NetworkError(f"the Google Drive folder {folder_id} gave no files")
     return [Path(p) for p in paths]
@@ -166,8 +166,4 @@ def _reason(err: requests.RequestException) -> str:
         text = str(err)
         hint = next((h for h in _CONNECTION_HINTS if h in text), None)
         return f"connection failed: {hint}" if hint else "connection failed"
-    return _one_line(err)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+    return one_line(err)

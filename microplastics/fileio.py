@@ -37,11 +37,6 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
@@ -98,3 +93,15 @@ def staging_dir(final: str | os.PathLike) -> Path:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{final.name}.partial.", dir=final.parent))
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """A staging folder that replaces ``final`` when the block ends without an error; a failed
+    run leaves no half-written folder behind, and the old ``final`` stays as it was."""
+    staging = staging_dir(final)
+    try:
+        yield staging
+        replace_dir(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

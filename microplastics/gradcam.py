@@ -144,18 +144,17 @@ def panel_name(k: int, true: str, pred: str, rel: str) -> str:
 
 def write_outputs(out_dir: Path, sel: Selection, maps: dict[str, np.ndarray], alpha: float, title: str) -> list[str]:
     """Panels, overview and selection.csv into a staging folder that then replaces ``out_dir``."""
-    staging = fileio.staging_dir(out_dir)
-    names = []
-    for k, (image, true, rel) in enumerate(zip(sel.images, sel.rows["true"], sel.rows["path"])):
-        name = panel_name(k, true, sel.pred[k], rel)
-        save_panel(staging / name, image, {m: v[k] for m, v in maps.items()}, true, sel.pred[k],
-                   float(sel.confidence[k]), alpha, rel)
-        names.append(name)
-    save_overview(staging / OVERVIEW_NAME, sel, maps, alpha, title)
-    table = sel.rows.rename(columns={"pred": "recorded_pred"})[["path", "true", "recorded_pred"]].assign(
-        pred=sel.pred, confidence=sel.confidence, panel=names)
-    table.to_csv(staging / SELECTION_NAME, index=False, float_format="%.6f")
-    fileio.replace_dir(staging, out_dir)
+    with fileio.staged_dir(out_dir) as staging:
+        names = []
+        for k, (image, true, rel) in enumerate(zip(sel.images, sel.rows["true"], sel.rows["path"])):
+            name = panel_name(k, true, sel.pred[k], rel)
+            save_panel(staging / name, image, {m: v[k] for m, v in maps.items()}, true, sel.pred[k],
+                       float(sel.confidence[k]), alpha, rel)
+            names.append(name)
+        save_overview(staging / OVERVIEW_NAME, sel, maps, alpha, title)
+        table = sel.rows.rename(columns={"pred": "recorded_pred"})[["path", "true", "recorded_pred"]].assign(
+            pred=sel.pred, confidence=sel.confidence, panel=names)
+        table.to_csv(staging / SELECTION_NAME, index=False, float_format="%.6f")
     return names
 
 

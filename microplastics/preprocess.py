@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .annotations import FORMATS, AnnotationSet, BoxRecord, count_reasons, crop_box, read_annotations
 from .cli import UserError, default_workers
 from .dataset import MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, split_fingerprint
-from .fileio import replace_dir, staging_dir, write_json
+from .fileio import staged_dir, write_json
 from .images import ImageReadError, read_rgb
 from .splits import (GROUP_BY, achieved_fractions, check_fractions, crop_split, crop_split_minimum, group_key,
                      group_split, small_classes)
@@ -83,15 +83,10 @@ def preprocess(input_dir: str | Path, output_dir: str | Path, *, fmt: str = "aut
     annotations = read_annotations(input_dir, fmt)
     if not annotations.records:
         raise UserError(f"no usable boxes in {input_dir}: {_reasons_line(annotations.skipped)}")
-    staging = staging_dir(output_dir)
-    try:
+    with staged_dir(output_dir) as staging:
         summary = {"input": str(input_dir.resolve()),
                    **_build(annotations, staging, fractions, margin, group_by, min_class_crops, seed, workers)}
         write_json(staging / SUMMARY_NAME, summary)
-        replace_dir(staging, output_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return summary
 
 
