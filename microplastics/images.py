@@ -10,7 +10,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class ImageReadError(ValueError):
-    """A file that is missing, not an image, or truncated."""
+    """A file that is missing, not an image, or truncated; ``reason`` says which, without the path."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path, self.reason = path, reason
+
+    def __reduce__(self):  # rebuilt from (path, reason) when it crosses to another process
+        return type(self), (self.path, self.reason)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -20,7 +27,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
             img.load()
             return np.asarray(img.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise ImageReadError(f"cannot read image {path}: {err}") from err
+        raise ImageReadError(path, str(err)) from err
 
 
 def is_image_file(path: str | Path) -> bool:

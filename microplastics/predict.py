@@ -300,7 +300,7 @@ def classify_photos(predictor: Predictor, photos_dir: str | Path, margin: float 
         try:
             image = read_rgb(photo)
         except ImageReadError as err:
-            skipped.append((_relative(photo, root), f"unreadable image: {err.__cause__ or err}"))
+            skipped.append((_relative(photo, root), f"unreadable image: {err.reason}"))
             continue
         crops = [crop_box(image, r, margin) for r in records]
         parts.append(predict_in_batches(predictor, crops, batch_size))

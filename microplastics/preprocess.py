@@ -195,7 +195,7 @@ def _cut_photo(job: tuple[Path, list[BoxRecord], float, Path]) -> tuple[Path, st
     try:
         image = read_rgb(photo)
     except ImageReadError as err:
-        return photo, str(err).rsplit(": ", 1)[-1]
+        return photo, err.reason
     for rec in recs:
         Image.fromarray(crop_box(image, rec, margin)).save(out_dir / rec.crop_name, format="PNG")
     return photo, None
