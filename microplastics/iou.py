@@ -14,7 +14,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix
 
 from . import fileio, metrics
 from .cli import UserError
@@ -43,8 +42,8 @@ def find_model_dirs(results: Path, wanted: Sequence[str] | None = None) -> list[
     return folders
 
 
-def split_key(folder: Path) -> str:
-    """The split a model was scored on, from its metrics.json: '<split>:<fingerprint>'."""
+def stored_metrics(folder: Path) -> dict:
+    """A model's metrics.json, which must name the test split it was scored on."""
     path = folder / metrics.METRICS_NAME
     if not path.is_file():
         raise UserError(f"{folder.name}: no metrics.json beside predictions.csv, so its test split is unknown; "
@@ -52,28 +51,32 @@ def split_key(folder: Path) -> str:
     stored = metrics.load_metrics(folder)
     if not stored.get("split_fingerprint"):
         raise UserError(f"{folder.name}: {path} has no split_fingerprint; rerun its stage to score it again")
-    return metrics.split_key(stored)
+    return stored
 
 
-def model_iou(folder: Path) -> pd.Series:
-    """Label IoU per class of one model's predictions.csv; NaN where a class never occurs."""
+def model_iou(folder: Path, stored: dict) -> pd.Series:
+    """Label IoU per class of one model's predictions.csv (``metrics.compute_metrics``, the figures of
+    every metrics.json); NaN where a class never occurs."""
     predictions = metrics.read_predictions(folder / metrics.PREDICTIONS_NAME)
-    classes = metrics.model_classes(metrics.load_metrics(folder), predictions)
-    unknown = sorted((set(predictions["true"]) | set(predictions["pred"])) - set(classes))
-    if unknown:
-        raise UserError(f"{folder / metrics.PREDICTIONS_NAME} has labels {unknown} outside its classes {classes}")
-    cm = confusion_matrix(predictions["true"], predictions["pred"], labels=classes)
-    return pd.Series(metrics.per_class_iou(cm), index=classes, name=folder.name)
+    classes = metrics.model_classes(stored, predictions)
+    try:
+        per_class = metrics.compute_metrics(predictions["true"], predictions["pred"], classes)["per_class"]
+    except ValueError as err:
+        raise UserError(f"{folder / metrics.PREDICTIONS_NAME}: {err}") from None
+    return pd.Series([np.nan if per_class[c]["iou"] is None else per_class[c]["iou"] for c in classes],
+                     index=classes, name=folder.name, dtype=float)
 
 
 def iou_table(results: str | Path, models: Sequence[str] | None = None) -> pd.DataFrame:
-    """Classes as rows (then the mean over classes that occur), models as columns."""
+    """Classes as rows (then the mean over classes that occur), models as columns; ``attrs``
+    holds the fingerprint of the test split they were all scored on."""
     folders = find_model_dirs(Path(results), models)
-    metrics.refuse_mixed_splits({f.name: split_key(f) for f in folders}, "share one IoU table")
-    columns = [model_iou(f) for f in folders]
-    table = pd.concat(columns, axis=1).sort_index()
+    stored = {f.name: stored_metrics(f) for f in folders}
+    metrics.refuse_mixed_splits({name: metrics.split_key(m) for name, m in stored.items()}, "share one IoU table")
+    table = pd.concat([model_iou(f, stored[f.name]) for f in folders], axis=1).sort_index()
     table.index.name = "class"
     table.loc[MEAN_ROW] = table.mean(axis=0, skipna=True)  # the mean IoU over classes that occur
+    table.attrs["split_fingerprint"] = str(stored[folders[0].name]["split_fingerprint"])
     return table
 
 
@@ -140,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     results = Path(args.results)
     table = iou_table(results, getattr(args, "models", None))
-    fingerprint = split_key(results / table.columns[0]).split(":", 1)[1]
+    fingerprint = table.attrs["split_fingerprint"]
     for path in write_outputs(table, results, fingerprint):
         print(f"wrote {path}")
     print(to_markdown(table, fingerprint))
