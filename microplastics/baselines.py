@@ -182,7 +182,8 @@ def load_features(data_dir: Path, settings: FeatureSettings, workers: int,
     """Manifest, features per split and how they were obtained (cache hit, seconds)."""
     manifest = dataset.load_manifest(data_dir)
     start = time.perf_counter()
-    X, cached = dataset_features(data_dir, manifest["path"].tolist(), dataset.manifest_digest(data_dir), settings,
+    digest = dataset.manifest_digest(data_dir)
+    X, cached = dataset_features(data_dir, manifest["path"].tolist(), digest, settings,
                                  workers=workers, use_cache=use_cache)
     seconds = time.perf_counter() - start
     splits = {}
@@ -190,7 +191,7 @@ def load_features(data_dir: Path, settings: FeatureSettings, workers: int,
         mask = (manifest["split"] == split).to_numpy()
         rows = manifest[mask]
         splits[split] = SplitData(rows["path"].tolist(), rows["label"].tolist(), X[mask])
-    return manifest, splits, {"from_cache": cached, "seconds": round(seconds, 3)}
+    return manifest, splits, {"from_cache": cached, "seconds": round(seconds, 3), "manifest_digest": digest}
 
 
 def check_training_data(train: SplitData, test: SplitData, models: Sequence[str]) -> None:
@@ -211,12 +212,14 @@ def check_training_data(train: SplitData, test: SplitData, models: Sequence[str]
 # ---------------------------------------------------------------- one model
 
 def train_one(name: str, args: argparse.Namespace, classes: list[str], splits: dict[str, SplitData],
-              settings: FeatureSettings, fingerprint: str, extra_config: dict[str, Any]) -> dict[str, Any]:
-    """Fit, score on val and test, and write ``results/<name>/`` in one swap."""
+              settings: FeatureSettings, fingerprint: str, extra_config: dict[str, Any],
+              train_extra: tuple[np.ndarray, list[str]] | None = None) -> dict[str, Any]:
+    """Fit (on the train split plus ``train_extra``, augmented copies), score on val and test, and write
+    ``results/<name>/`` in one swap."""
     train, val, test = splits["train"], splits["val"], splits["test"]
     pipeline = make_pipeline(name, args.balance, args.seed, train.labels, workers=args.workers)
     start = time.perf_counter()
-    pipeline.fit(*training_matrix(train, getattr(args, "train_extra", None)))
+    pipeline.fit(*training_matrix(train, train_extra))
     train_seconds = round(time.perf_counter() - start, 3)
     model = ClassicalModel(name=name, classes=classes, pipeline=pipeline, settings=settings,
                            info={"balance": args.balance, "seed": args.seed})
@@ -229,7 +232,7 @@ def train_one(name: str, args: argparse.Namespace, classes: list[str], splits: d
             stage, model=name, classes=classes, paths=test.paths, y_true=test.labels,
             y_pred=model.labels(test_probs), probs=test_probs, split_fingerprint=fingerprint, weights=WEIGHTS,
             train_seconds=train_seconds,
-            extra={"features": settings.kind, "balance": args.balance, "augment": getattr(args, "augment", "none"),
+            extra={"features": settings.kind, "balance": args.balance, "augment": args.augment,
                    "val": val_summary})
         write_grid(stage, Path(args.data), test, name, args.grid_size, args.seed)
         fileio.write_json(stage / CONFIG_FILE, {**extra_config, "model": name,
@@ -363,21 +366,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = FeatureSettings(kind=args.features)
     manifest, splits, feature_info = load_features(data_dir, settings, args.workers, use_cache=not args.no_cache)
     check_training_data(splits["train"], splits["test"], models)
-    args.train_extra = augment_train(data_dir, splits["train"], settings, args)
+    train_extra = augment_train(data_dir, splits["train"], settings, args)
     classes = dataset.class_names(manifest)
     fingerprint = dataset.split_fingerprint(manifest, "test")
+    digest = feature_info.pop("manifest_digest")
     config = {"data": str(data_dir.resolve()), "results": str(Path(args.results).resolve()),
               "features": args.features, "feature_settings": settings.to_dict(),
               "n_features": len(feature_names(settings=settings)), "feature_cache": feature_info,
               "balance": args.balance, "seed": args.seed, "workers": args.workers, "classes": classes,
               "augment": args.augment, "aug_copies": args.aug_copies if args.augment != "none" else 0,
               "n": {s: len(splits[s].labels) for s in dataset.SPLITS},
-              "manifest_digest": dataset.manifest_digest(data_dir), "split_fingerprint": fingerprint,
+              "manifest_digest": digest, "split_fingerprint": fingerprint,
               "weights": WEIGHTS, "sklearn_version": sklearn.__version__}
     print(f"features: {args.features}, {config['n_features']} per crop, "
           f"{'from cache' if feature_info['from_cache'] else 'computed'} in {feature_info['seconds']:.1f} s")
     for name in models:
-        result = train_one(name, args, classes, splits, settings, fingerprint, config)
+        result = train_one(name, args, classes, splits, settings, fingerprint, config, train_extra)
         val = result.get("val") or {}
         print(f"{name}: test accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
               f"(val macro-F1 {val.get('macro_f1', float('nan')):.4f}), trained in {result['train_seconds']:.1f} s "
