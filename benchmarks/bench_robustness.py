@@ -18,14 +18,20 @@ clean macro-F1 is a bootstrap over the test crops (microplastics.stats).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from microplastics import dataset  # noqa: E402
+from microplastics.predict import model_file  # noqa: E402
+from microplastics.stats import bootstrap_intervals  # noqa: E402
 MP100 = ROOT.parent / "shared" / "datasets" / "mp100" / "MICRO"
 PY = sys.executable
 
@@ -83,7 +89,7 @@ def run_variant(variant: tuple, data: Path, args: argparse.Namespace) -> dict:
     results = Path(args.work) / slug(label)
     model_dir = results / sub
     train_s = None
-    trained = any((model_dir / f).is_file() for f in ("model.joblib", "best.pt"))
+    trained = model_file(model_dir) is not None
     if args.retrain or not trained:
         train_s = sh([PY, script, "--data", str(data), "--results", str(results), "--seed", str(args.seed), *extra])
     robust_s = None
@@ -101,7 +107,7 @@ def run_variant(variant: tuple, data: Path, args: argparse.Namespace) -> dict:
 def scores_are_current(model_dir: Path, data: Path, args: argparse.Namespace) -> bool:
     """robustness.json is newer than the model and was scored with this seed on as many photos as asked."""
     scores = model_dir / "robustness.json"
-    model = next((model_dir / f for f in ("model.joblib", "best.pt") if (model_dir / f).is_file()), None)
+    model = model_file(model_dir)
     if model is None or not scores.is_file() or scores.stat().st_mtime < model.stat().st_mtime:
         return False
     summary = json.loads(scores.read_text())
@@ -109,18 +115,11 @@ def scores_are_current(model_dir: Path, data: Path, args: argparse.Namespace) ->
         return False
     if args.limit_photos:
         return summary.get("n_test_photos") == args.limit_photos
-    with open(data / "manifest.csv", newline="") as f:
-        n_test = sum(1 for row in csv.DictReader(f) if row["split"] == "test")
-    return summary.get("n_test_crops") == n_test
+    return summary.get("n_test_crops") == len(dataset.split_frame(dataset.load_manifest(data), "test"))
 
 
 def clean_interval(model_dir: Path) -> list[float]:
     """95 % bootstrap interval of the clean test macro-F1, from robustness.py's clean condition."""
-    sys.path.insert(0, str(ROOT))
-    import pandas as pd
-
-    from microplastics.stats import bootstrap_intervals
-
     pred = pd.read_csv(model_dir / "robustness_predictions.csv", dtype={"true": str, "pred": str})
     pred = pred[pred["corruption"] == "none"]
     classes = sorted(set(pred["true"]) | set(pred["pred"]))

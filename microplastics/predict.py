@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the heavy modules load only when a model of their kind does
 
 DEEP_FILE = "best.pt"
 CLASSICAL_FILE = "model.joblib"
+
 CONFIG_NAME = "config.json"
 GRID_IMAGE = "predictions_grid.png"
 GRID_TABLE = "predictions_grid.csv"
@@ -140,6 +141,11 @@ def with_probabilities(frame: pd.DataFrame, probs: np.ndarray, classes: Sequence
 
 
 # ----------------------------------------------------------------------------- model folders
+
+def model_file(folder: str | Path) -> Path | None:
+    """The trained model a results folder holds (best.pt or model.joblib), or None."""
+    return next((Path(folder) / f for f in (DEEP_FILE, CLASSICAL_FILE) if (Path(folder) / f).is_file()), None)
+
 
 def model_config(model_dir: str | Path) -> dict[str, Any]:
     """The model folder's config.json (empty when there is none)."""
@@ -479,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_grids(args: argparse.Namespace, device: str) -> int:
     dirs = [Path(args.results) / name for name in dict.fromkeys(args.models)]
     for folder in dirs:  # every folder checked before any work
-        if not ((folder / DEEP_FILE).is_file() or (folder / CLASSICAL_FILE).is_file()):
+        if model_file(folder) is None:
             raise UserError(f"{folder} holds no trained model ({DEEP_FILE} or {CLASSICAL_FILE}); "
                             f"train it first or check --results")
     for folder in dirs:

@@ -29,14 +29,13 @@ from . import corruptions, dataset, fileio
 from .cli import UserError
 from .images import ImageReadError, read_rgb
 from .metrics import compute_metrics
-from .predict import Predictor, classify_photos, load_predictor, resolve_device
+from .predict import Predictor, classify_photos, load_predictor, model_file, resolve_device
 
 TABLE_NAME = "robustness.csv"
 PREDICTIONS_NAME = "robustness_predictions.csv"
 SUMMARY_NAME = "robustness.json"
 PLOT_NAME = "robustness.png"
 CLEAN = corruptions.CLEAN
-MODEL_FILES = ("model.joblib", "best.pt")
 PHOTO_SUBDIRS = ("raw_img", "images", ".")
 
 
@@ -83,7 +82,7 @@ def find_model_dirs(results: Path, models: Sequence[str] | None) -> list[Path]:
 
 
 def _is_model_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / f).is_file() for f in MODEL_FILES)
+    return path.is_dir() and model_file(path) is not None
 
 
 def locate_photos(candidates: Iterable[Path | None], photo_names: Iterable[str]) -> Path | None:
