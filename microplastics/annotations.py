@@ -66,12 +66,7 @@ class _Collector:
         self.skipped.append((self.rel(item), reason))
 
     def rel(self, item: Path | str) -> str:
-        if isinstance(item, Path):
-            try:
-                return item.relative_to(self.root).as_posix()
-            except ValueError:
-                return str(item)
-        return item
+        return relative_name(item, self.root) if isinstance(item, Path) else item
 
 
 def detect_format(input_dir: str | Path) -> str:
@@ -117,6 +112,22 @@ def read_annotations(input_dir: str | Path, fmt: str = "auto", *, require_label:
         _read_yolo(col, require_label)
     records = _apply_to_remove(col, _unique_crop_names(col.records))
     return AnnotationSet(records=records, skipped=col.skipped, format=detected, clamped=col.clamped)
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` with forward slashes, or whole when it lies elsewhere."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def records_by_photo(records: Iterable[BoxRecord]) -> dict[Path, list[BoxRecord]]:
+    """The records grouped by their photo, photos in order of first appearance."""
+    by_photo: dict[Path, list[BoxRecord]] = {}
+    for record in records:
+        by_photo.setdefault(record.photo, []).append(record)
+    return by_photo
 
 
 def crop_box(image: np.ndarray, record: BoxRecord, margin: float = 0.0) -> np.ndarray:

@@ -292,38 +292,29 @@ def classify_photos(predictor: Predictor, photos_dir: str | Path, margin: float 
     "" when the annotations carry none), ``pred`` and ``prob_<class>`` per model class.
     ``frame.attrs["skipped"]`` lists (item, reason) for what could not be used.
     """
-    from .annotations import crop_box, read_annotations
+    from .annotations import crop_box, read_annotations, records_by_photo, relative_name
 
     root = Path(photos_dir)
     found = read_annotations(root, fmt, require_label=False)
     skipped = list(found.skipped)
-    by_photo: dict[Path, list] = {}
-    for record in found.records:
-        by_photo.setdefault(record.photo, []).append(record)
+    by_photo = records_by_photo(found.records)
     meta, parts = [], []
     for photo, records in tqdm(by_photo.items(), desc=f"{predictor.name}: photos", unit="photo",
                                disable=len(by_photo) < 10):
         try:
             image = read_rgb(photo)
         except ImageReadError as err:
-            skipped.append((_relative(photo, root), f"unreadable image: {err.reason}"))
+            skipped.append((relative_name(photo, root), f"unreadable image: {err.reason}"))
             continue
         crops = [crop_box(image, r, margin) for r in records]
         parts.append(predict_in_batches(predictor, crops, batch_size))
-        meta.extend({"photo": _relative(r.photo, root), "box_id": r.box_id, "minr": r.minr, "minc": r.minc,
+        meta.extend({"photo": relative_name(r.photo, root), "box_id": r.box_id, "minr": r.minr, "minc": r.minc,
                      "maxr": r.maxr, "maxc": r.maxc, "crop_name": r.crop_name, "true": r.label or ""}
                     for r in records)
     probs = np.concatenate(parts) if parts else np.zeros((0, len(predictor.classes)))
     frame = with_probabilities(pd.DataFrame(meta, columns=[*BOX_COLUMNS, "true"]), probs, predictor.classes)
     frame.attrs.update(skipped=skipped, format=found.format, margin=float(margin))
     return frame
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
 
 
 @dataclass

@@ -20,7 +20,8 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from .annotations import FORMATS, AnnotationSet, BoxRecord, count_reasons, crop_box, read_annotations
+from .annotations import (FORMATS, AnnotationSet, BoxRecord, count_reasons, crop_box, read_annotations,
+                          records_by_photo)
 from .cli import UserError, default_workers
 from .dataset import MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, split_fingerprint
 from .fileio import staged_dir, write_json
@@ -165,10 +166,7 @@ def cut_crops(records: list[BoxRecord], out_dir: Path, margin: float,
     Work goes photo by photo, so each photo is decoded once however many boxes it has.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_photo: dict[Path, list[BoxRecord]] = {}
-    for rec in records:
-        by_photo.setdefault(rec.photo, []).append(rec)
-    jobs = [(photo, recs, margin, out_dir) for photo, recs in by_photo.items()]
+    jobs = [(photo, recs, margin, out_dir) for photo, recs in records_by_photo(records).items()]
     failed_photos: dict[Path, str] = {}
     with tqdm(total=len(jobs), unit="photo", desc="cropping", file=sys.stderr) as bar:
         for photo, error in _run_jobs(jobs, workers):

@@ -358,11 +358,13 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any], info: engine.DistInfo) -
     def on_epoch_end(st: engine.FitState, improved: bool) -> None:
         if not info.is_main:
             return
+        trainable_state = full_state_dict(trainable)
         if improved:  # the whole model, loadable alone; written only when val improves
-            checkpoint.save({**meta, "state_dict": full_state_dict(model), "epoch": st.epoch,
+            whole = trainable_state if trainable is model else full_state_dict(model)  # full mode: one copy
+            checkpoint.save({**meta, "state_dict": whole, "epoch": st.epoch,
                              "val_loss": stopper.best_loss}, out_dir / checkpoint.BEST_NAME)
         checkpoint.save({**meta, "finetune": cfg["finetune"],
-                         "trainable_state": full_state_dict(trainable), "optimizer": optimizer.state_dict(),
+                         "trainable_state": trainable_state, "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
                          "stopper": stopper.state_dict(), "epoch": st.epoch, "history": st.history,
                          "train_seconds": st.train_seconds, "rng": engine.rng_state()},
