@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -362,39 +362,38 @@ def fixed_scale_texture(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- many crops
 
-def _features_of_files(paths: Sequence[str], settings: FeatureSettings) -> np.ndarray:
+def _features_of_files(paths: Sequence[str], start: int, settings: FeatureSettings) -> np.ndarray:
     return np.stack([extract_features(read_rgb(p), settings=settings) for p in paths])
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _augmented_features_of_files(paths: Sequence[str], start: int, settings: FeatureSettings,
+                                 seed: int, copies: int) -> np.ndarray:
+    from .augment import RobustAugmenter
+
+    augment = RobustAugmenter(seed)
+    rows = []
+    for index, path in enumerate(paths, start=start):
+        image = read_rgb(path)
+        rows.extend(extract_features(augment(image, view, index), settings=settings) for view in range(copies))
+    return np.stack(rows)
 
 
-def extract_from_files(paths: Sequence[str | Path], settings: FeatureSettings, workers: int = 1,
-                       desc: str = "features", progress: bool = True) -> np.ndarray:
-    """Feature matrix (n, d) of image files, computed in ``workers`` processes with a progress bar."""
-    paths = [os.fspath(p) for p in paths]
-    n_dim = len(feature_names(settings=settings))
-    if not paths:
-        return np.zeros((0, n_dim))
+def _in_chunks(task: Callable[..., np.ndarray], paths: list[str], *args, workers: int, desc: str,
+               progress: bool) -> np.ndarray:
+    """``task(chunk, index of its first path, *args)`` over chunks of ``paths`` in ``workers`` processes,
+    results stacked in order, with a progress bar."""
     # Chunks of a few dozen crops: enough work per task that process overhead stays small,
     # few enough crops that the progress bar moves.
     chunk = max(8, min(64, len(paths) // (4 * max(1, workers)) or 8))
-    chunks = list(_chunks(paths, chunk))
+    starts = range(0, len(paths), chunk)
     bar = tqdm(total=len(paths), desc=desc, unit="crop", disable=not progress)
     out: list[np.ndarray] = []
     try:
-        if workers <= 1:
-            for part in chunks:
-                out.append(_features_of_files(part, settings))
-                bar.update(len(part))
-        else:
-            jobs = Parallel(n_jobs=workers, return_as="generator")(
-                delayed(_features_of_files)(part, settings) for part in chunks)
-            for part, result in zip(chunks, jobs):
-                out.append(result)
-                bar.update(len(part))
+        jobs = Parallel(n_jobs=max(1, workers), return_as="generator")(
+            delayed(task)(paths[s:s + chunk], s, *args) for s in starts)
+        for s, result in zip(starts, jobs):
+            out.append(result)
+            bar.update(min(chunk, len(paths) - s))
     except ImageReadError as err:
         raise UserError(f"{err}; rebuild the data folder with data-preprocessing.py") from err
     finally:
@@ -402,16 +401,13 @@ def extract_from_files(paths: Sequence[str | Path], settings: FeatureSettings, w
     return np.concatenate(out)
 
 
-def _augmented_features_of_files(paths: Sequence[str], indices: Sequence[int], settings: FeatureSettings,
-                                 seed: int, copies: int) -> np.ndarray:
-    from .augment import RobustAugmenter
-
-    augment = RobustAugmenter(seed)
-    rows = []
-    for path, index in zip(paths, indices):
-        image = read_rgb(path)
-        rows.extend(extract_features(augment(image, view, index), settings=settings) for view in range(copies))
-    return np.stack(rows)
+def extract_from_files(paths: Sequence[str | Path], settings: FeatureSettings, workers: int = 1,
+                       desc: str = "features", progress: bool = True) -> np.ndarray:
+    """Feature matrix (n, d) of image files, computed in ``workers`` processes with a progress bar."""
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        return np.zeros((0, len(feature_names(settings=settings))))
+    return _in_chunks(_features_of_files, paths, settings, workers=workers, desc=desc, progress=progress)
 
 
 def augmented_features(paths: Sequence[str | Path], settings: FeatureSettings, copies: int, seed: int,
@@ -425,22 +421,8 @@ def augmented_features(paths: Sequence[str | Path], settings: FeatureSettings, c
     paths = [os.fspath(p) for p in paths]
     if not paths or copies < 1:
         return np.zeros((0, len(feature_names(settings=settings))))
-    chunk = max(8, min(64, len(paths) // (4 * max(1, workers)) or 8))
-    starts = range(0, len(paths), chunk)
-    bar = tqdm(total=len(paths), desc=f"augmented {settings.kind} features", unit="crop", disable=not progress)
-    out: list[np.ndarray] = []
-    try:
-        jobs = Parallel(n_jobs=max(1, workers), return_as="generator")(
-            delayed(_augmented_features_of_files)(paths[s:s + chunk], range(s, min(s + chunk, len(paths))),
-                                                  settings, seed, copies) for s in starts)
-        for s, result in zip(starts, jobs):
-            out.append(result)
-            bar.update(min(chunk, len(paths) - s))
-    except ImageReadError as err:
-        raise UserError(f"{err}; rebuild the data folder with data-preprocessing.py") from err
-    finally:
-        bar.close()
-    return np.concatenate(out)
+    return _in_chunks(_augmented_features_of_files, paths, settings, seed, copies, workers=workers,
+                      desc=f"augmented {settings.kind} features", progress=progress)
 
 
 def cache_key(manifest_digest: str, settings: FeatureSettings) -> str:
