@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from . import fileio, stats
-from .reports import (SCORE_LABELS, SETTING_KEYS, ModelResult, Report, fmt, fmt_seconds,
+from .reports import (SCORE_LABELS, SETTING_KEYS, ModelResult, Report, fmt, fmt_p, fmt_seconds,
                       missing, per_class_frame)
 
 CSS = """
@@ -122,12 +122,12 @@ def existing(*names: str) -> Callable[[Path], Path | None]:
     return lambda folder: next((folder / n for n in names if (folder / n).is_file()), None)
 
 
-def gradcam_figures(folder: Path, limit: int = 4) -> list[Path]:
-    """gradcam/overview.png, or else the first few panels of gradcam/."""
+def gradcam_figure(folder: Path) -> Path | None:
+    """gradcam/overview.png, or else the first panel of gradcam/."""
     gradcam = folder / "gradcam"
     if (gradcam / "overview.png").is_file():
-        return [gradcam / "overview.png"]
-    return sorted(gradcam.glob("*.png"))[:limit] if gradcam.is_dir() else []
+        return gradcam / "overview.png"
+    return next(iter(sorted(gradcam.glob("*.png"))), None) if gradcam.is_dir() else None
 
 
 def figure_section(anchor: str, title: str, intro: str, models: Sequence[ModelResult], page_dir: Path,
@@ -262,7 +262,7 @@ def significance_section(report: Report) -> str:
                 cells.append("–")
                 marks.append("diag")
                 continue
-            p = "&lt;0.001" if t.p_value < 0.001 else f"{t.p_value:.3f}"
+            p = esc(fmt_p(t.p_value))
             cells.append(f"<span title=\"{t.only_a} crops only {esc(a)} got right, {t.only_b} only {esc(b)}, "
                          f"of {t.n}\">{p}<span class=\"ci\">{t.only_a} / {t.only_b}</span></span>")
             marks.append("sig" if t.p_value < 0.05 else "")
@@ -378,18 +378,19 @@ def render(report: Report, page: Path) -> str:
                        page_dir, existing("predictions_grid.png", "test_grid.png"), missing, "half"),
         figure_section("gradcam", "Grad-CAM", "Where each deep model looked (token maps for the ViT).",
                        [m for m in report.models if m.is_deep], page_dir,
-                       lambda folder: next(iter(gradcam_figures(folder)), None), missing),
+                       gradcam_figure, missing),
     ]
     sections = [data_section(report), comparison_section(report), significance_section(report), *figures,
                 per_class_section(report, page_dir, page_notes), *later, robustness_section(report, page_dir)]
     notes = notes_html(report.notes + page_notes + [f"missing figures: {m}" for m in missing])
-    nav = "".join(f"<a href=\"#{a}\">{t}</a>" for a, t in NAV if f"id=\"{a}\"" in "".join(sections))
+    body = "".join(sections)
+    nav = "".join(f"<a href=\"#{a}\">{t}</a>" for a, t in NAV if f"id=\"{a}\"" in body)
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>Microplastic classification: model comparison</title><style>{CSS}</style></head><body><main>"
             f"<h1>Microplastic particle classification</h1><p class=\"muted\">{len(report.models)} models, "
             f"{esc(', '.join(report.classes))}; results in {esc(report.results_dir)}.</p><nav>{nav}</nav>"
-            f"{lead(report)}{notes}{''.join(sections)}</main></body></html>\n")
+            f"{lead(report)}{notes}{body}</main></body></html>\n")
 
 
 NAV = [("data", "Data"), ("comparison", "Comparison"), ("significance", "Significance"),
