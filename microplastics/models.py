@@ -172,7 +172,7 @@ def expected_weights_file(spec: ArchSpec) -> Path:
 def describe_weights(spec: ArchSpec, weights: str) -> str:
     """One string for config.json and metrics.json: where the starting weights came from."""
     if weights == "none":
-        return "none (random initialisation)"
+        return "none"
     if weights == "imagenet":
         w = _imagenet_weights(spec)
         return f"imagenet: torchvision {type(w).__name__}.{w.name} ({os.path.basename(urlparse(w.url).path)})"

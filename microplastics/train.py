@@ -299,7 +299,7 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any], info: engine.DistInfo) -
     amp = engine.amp_dtype_for(device, not cfg["no_amp"])
     cfg.update(classes=classes, manifest_digest=manifest_digest(cfg["data"]), device_used=str(device),
                world_size=info.world_size, amp=str(amp).replace("torch.", "") if amp else "off",
-               weights_used=describe_weights(spec, cfg["weights"]) if cfg["weights"] != "none" else "none")
+               weights_used=describe_weights(spec, cfg["weights"]))
 
     last = checkpoint.load(out_dir / checkpoint.LAST_NAME) if args.resume else None
     if last is not None:
