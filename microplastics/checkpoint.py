@@ -20,6 +20,7 @@ from torch import nn
 from . import fileio
 from .cli import UserError
 from .models import ArchSpec, get_spec
+from .precision import autocast_for, memory_format_for, resolve_precision
 from .transforms import EvalPreset, batch_tensor
 
 FORMAT = "microplastics-classifier/1"
@@ -72,6 +73,7 @@ class LoadedClassifier:
     config: dict[str, Any]
     device: str = "cpu"
     input_norm: str = "imagenet"
+    amp_dtype: torch.dtype | None = None  # autocast of the forward pass (None: fp32), see ``precision``
     preset: EvalPreset = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -84,9 +86,14 @@ class LoadedClassifier:
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor, batch_size: int = 32) -> np.ndarray:
         """Softmax probabilities of an already preprocessed (B, 3, S, S) batch, ``batch_size`` at a time."""
-        out = [torch.softmax(self.model(batch[i:i + batch_size]).float(), dim=1).cpu()
-               for i in range(0, len(batch), batch_size)]
+        out = [torch.softmax(self.logits(batch[i:i + batch_size]), dim=1).cpu() for i in range(0, len(batch), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """fp32 logits; only the backbone runs under ``amp_dtype``, the small head in fp32 as in training."""
+        with autocast_for(torch.device(self.device), self.amp_dtype):
+            embedding = self.model.backbone(batch)
+        return self.model.head(embedding.float()).float()
 
     def predict_proba(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Softmax probabilities, one row per image, columns in ``classes`` order."""
@@ -103,16 +110,32 @@ def build_from_state(spec: ArchSpec, num_classes: int, image_size: int, state: d
     return model
 
 
-def load_classifier(model_dir: str | Path, device: str = "cpu") -> LoadedClassifier:
-    """Load ``<model_dir>/best.pt`` (or a .pt file given directly) in eval mode on ``device``."""
+def load_classifier(model_dir: str | Path, device: str = "cpu", precision: str | None = None) -> LoadedClassifier:
+    """Load ``<model_dir>/best.pt`` (or a .pt file given directly) in eval mode on ``device``.
+
+    ``precision`` (auto, fp32, bf16) sets the autocast of the backbone in ``probabilities``; by
+    default the one the training run's frozen pass used, so its test predictions reproduce.
+    """
     path = Path(model_dir)
     path = path if path.suffix == ".pt" else path / BEST_NAME
     ckpt = load(path)
     spec = get_spec(ckpt["arch"])
     model = build_from_state(spec, len(ckpt["classes"]), ckpt["image_size"], ckpt["state_dict"])
-    model.to(device).eval()
+    model.to(device, memory_format=memory_format_for(spec.family)).eval()
     return LoadedClassifier(model=model, arch=ckpt["arch"], spec=spec, classes=list(ckpt["classes"]),
                             image_size=int(ckpt["image_size"]), mean=tuple(ckpt["mean"]), std=tuple(ckpt["std"]),
                             weights=ckpt["weights"], config=dict(ckpt["config"]), device=str(device),
                             # checkpoints written before --input-norm existed used ImageNet's
-                            input_norm=str(ckpt.get("input_norm", "imagenet")))
+                            input_norm=str(ckpt.get("input_norm", "imagenet")),
+                            amp_dtype=_amp_dtype(precision, ckpt["config"], torch.device(device)))
+
+
+def _amp_dtype(precision: str | None, config: dict[str, Any], device: torch.device) -> torch.dtype | None:
+    if precision is not None:
+        return resolve_precision(precision, device, frozen=True)
+    recorded = config.get("precision_used", "fp32")  # checkpoints from before --precision ran in fp32
+    if recorded == "fp32":
+        return None
+    if recorded == "bf16" and device.type == "cpu":
+        return torch.bfloat16
+    return resolve_precision("auto", device, frozen=True)  # a GPU's own mixed precision; fp32 on others

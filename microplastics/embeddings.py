@@ -9,7 +9,6 @@ The cache file is keyed on everything that changes its content.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,6 +21,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .dataset import settings_digest
 from .images import read_rgb
+from .precision import autocast_for
 from .transforms import EvalPreset, TrainPreset
 
 CACHE_VERSION = 1  # bump when the presets or the layout of the cache change
@@ -50,18 +50,15 @@ class CropDataset(Dataset):
         return self.preset(image, seed), int(self.labels[i])
 
 
-def autocast_for(device: torch.device, amp_dtype: torch.dtype | None):
-    """Mixed precision on CUDA only; a no-op context elsewhere."""
-    if device.type == "cuda" and amp_dtype is not None:
-        return torch.autocast("cuda", dtype=amp_dtype)
-    return nullcontext()
-
-
 @torch.no_grad()
 def compute_embeddings(backbone: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device,
                        workers: int = 0, amp_dtype: torch.dtype | None = None, desc: str = "embed",
-                       progress: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+                       progress: bool = True, memory_format: torch.memory_format = torch.contiguous_format
+                       ) -> tuple[torch.Tensor, dict[str, float]]:
     """Run ``backbone`` once over ``dataset``; returns float32 embeddings (N, ...) and timings.
+
+    ``amp_dtype`` is the autocast dtype (None: fp32; see ``precision``); ``memory_format`` the
+    layout of the input batches, channels_last for a CNN whose weights were converted to it.
 
     The timings separate the backbone's forward time from the wall time, which shows
     whether data loading keeps up.
@@ -72,7 +69,7 @@ def compute_embeddings(backbone: nn.Module, dataset: Dataset, *, batch_size: int
     chunks, forward = [], 0.0
     start = time.perf_counter()
     for images, _ in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
         t0 = time.perf_counter()
         with autocast_for(device, amp_dtype):
             out = backbone(images)

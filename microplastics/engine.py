@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from . import fileio
 from .cli import UserError
-from .embeddings import autocast_for, item_seed
+from .embeddings import item_seed
+from .precision import amp_dtype_for, autocast_for  # noqa: F401 (amp_dtype_for: part of the engine's API)
 
 HISTORY_NAME = "history.csv"
 CURVES_NAME = "curves.png"
@@ -82,13 +83,6 @@ def resolve_device(choice: str, info: DistInfo = DistInfo()) -> torch.device:
     if choice == "mps" and not has_mps:
         raise UserError("--device mps: no Apple GPU is available; use --device auto or cpu")
     return torch.device(choice)
-
-
-def amp_dtype_for(device: torch.device, enabled: bool = True) -> torch.dtype | None:
-    """bf16 where the GPU has it (no scaler needed), else fp16; None (full precision) off CUDA."""
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

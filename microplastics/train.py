@@ -25,11 +25,12 @@ from .dataset import class_names, load_manifest, manifest_digest, split_fingerpr
 from .embeddings import CropDataset, cache_key, cached_embeddings, compute_embeddings, item_seed
 from .metrics import write_evaluation
 from .models import IMAGENET_MEAN, IMAGENET_STD, ArchSpec, count_parameters, describe_weights, get_spec
+from .precision import PRECISIONS, memory_format_for, precision_name, resolve_precision
 from .transforms import INPUT_NORMS, TRAIN_AUGMENTS, EvalPreset, TrainPreset
 
 CONFIG_NAME = "config.json"
 # options added after the first release, with the value runs and caches made before them had
-LATER_OPTIONS = {"augment": "study", "input_norm": "imagenet"}
+LATER_OPTIONS = {"augment": "study", "input_norm": "imagenet", "precision_used": "fp32"}
 OUTPUT_FILES = ("config.json", "history.csv", "curves.png", "metrics.json", "predictions.csv",
                 "classification_report.txt", "confusion_matrix.png", "best.pt", "last.pt")
 
@@ -94,6 +95,10 @@ def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
     a("--seed", type=int, default=42)
     a("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="auto: cuda, then mps, then cpu")
     a("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader worker processes")
+    a("--precision", choices=PRECISIONS, default="auto",
+      help="backbone arithmetic. auto: bf16 autocast for the frozen-backbone embedding pass on a CPU with native "
+           "bf16 (AVX512-BF16, AMX; about 2x faster), fp32 on other CPUs and for training on a CPU, CUDA's mixed "
+           "precision on a GPU; fp32: full precision everywhere; bf16: bf16 autocast, also for training")
     a("--no-amp", action="store_true", help="no mixed precision on CUDA")
     a("--deterministic", action="store_true", help="deterministic algorithms (slower on GPUs)")
     a("--resume", action="store_true", help="continue an interrupted run from RESULTS/<arch>/last.pt")
@@ -212,12 +217,14 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
     stats = {"images": 0, "seconds": 0.0, "forward_seconds": 0.0}
 
     def compute() -> dict[str, torch.Tensor]:
-        backbone = model.backbone.to(device)
-        amp = engine.amp_dtype_for(device, not cfg["no_amp"])
+        layout = memory_format_for(spec.family)
+        backbone = model.backbone.to(device, memory_format=layout)
+        amp = resolve_precision(cfg["precision"], device, amp=not cfg["no_amp"], frozen=True)
 
         def run(ds, desc):
             emb, st = compute_embeddings(backbone, ds, batch_size=cfg["embed_batch_size"], device=device,
-                                         workers=workers, amp_dtype=amp, desc=desc, progress=progress)
+                                         workers=workers, amp_dtype=amp, desc=desc, progress=progress,
+                                         memory_format=layout)
             for k in stats:
                 stats[k] += st[k]
             return emb
@@ -296,9 +303,13 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any], info: engine.DistInfo) -
     spec = get_spec(cfg["arch"])
     out_dir = Path(cfg["results"]) / spec.name
     progress = info.is_main and sys.stderr.isatty()
-    amp = engine.amp_dtype_for(device, not cfg["no_amp"])
+    # Training passes: CUDA's AMP, fp32 on a CPU unless bf16 is asked for; the frozen backbone's
+    # embedding pass may use bf16 on a CPU too. precision_used is the one that shaped the model's inputs.
+    amp = resolve_precision(cfg["precision"], device, amp=not cfg["no_amp"], frozen=False)
+    frozen_amp = resolve_precision(cfg["precision"], device, amp=not cfg["no_amp"], frozen=True)
     cfg.update(classes=classes, manifest_digest=manifest_digest(cfg["data"]), device_used=str(device),
                world_size=info.world_size, amp=str(amp).replace("torch.", "") if amp else "off",
+               precision_used=precision_name(frozen_amp if cfg["finetune"] == "head" else amp),
                weights_used=describe_weights(spec, cfg["weights"]))
 
     last = checkpoint.load(out_dir / checkpoint.LAST_NAME) if args.resume else None
@@ -321,7 +332,7 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any], info: engine.DistInfo) -
         trainable: nn.Module = model.head
     else:
         trainable = model
-    trainable.to(device)
+    trainable.to(device, memory_format=memory_format_for(spec.family))
     module = trainable
     if info.enabled:
         module = nn.parallel.DistributedDataParallel(
@@ -410,6 +421,7 @@ def test_and_report(model: nn.Module, spec: ArchSpec, cfg: dict[str, Any], data:
              "augment": cfg["augment"], "input_norm": cfg["input_norm"],
              "epochs_run": state.epoch, "best_epoch": stopper.best_epoch, "best_val_loss": stopper.best_loss,
              "device": cfg["device_used"], "world_size": cfg["world_size"], "amp": cfg["amp"],
+             "precision": cfg["precision_used"],
              "timing": {"embedding_seconds": None if emb is None or emb["cached"] else emb["seconds"],
                         "embedding_forward_seconds": None if emb is None or emb["cached"] else emb["forward_seconds"],
                         "embedding_images": None if emb is None or emb["cached"] else emb["images"],
