@@ -130,12 +130,16 @@ def records_by_photo(records: Iterable[BoxRecord]) -> dict[Path, list[BoxRecord]
     return by_photo
 
 
+def margin_pixels(size: int, margin: float) -> int:
+    """The pixels ``crop_box`` adds on each side of a box ``size`` pixels long (before the photo's edge)."""
+    return int(round(margin * size))
+
+
 def crop_box(image: np.ndarray, record: BoxRecord, margin: float = 0.0) -> np.ndarray:
     """Cut ``record``'s box out of ``image``, widened by ``margin`` x box size on each side."""
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    dr = int(round(margin * (record.maxr - record.minr)))
-    dc = int(round(margin * (record.maxc - record.minc)))
+    dr, dc = margin_pixels(record.maxr - record.minr, margin), margin_pixels(record.maxc - record.minc, margin)
     height, width = image.shape[:2]
     r0, r1 = max(0, record.minr - dr), min(height, record.maxr + dr)
     c0, c1 = max(0, record.minc - dc), min(width, record.maxc + dc)

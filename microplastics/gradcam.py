@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import explain, fileio
+from . import explain, fileio, localisation
 from .cli import UserError
 from .plots import plt, save_figure
 from .predict import (CLASSICAL_FILE, DEEP_FILE, pick_rows, read_crop, recorded_predictions, resolve_data_dir,
@@ -216,6 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_outputs(out_dir, sel, maps, args.alpha, title)
     right = sum(t == p for t, p in zip(rows["true"], sel.pred))
     print(f"{loaded.arch}: {len(rows)} crop(s), {right} right, methods {', '.join(methods)} -> {out_dir}")
+    found = localisation.measure_and_write(out_dir, data_dir, rows["path"].tolist(), rows["true"].tolist(),
+                                           sel.pred, images, maps, args.target)
+    if found is not None:
+        print(f"{loaded.arch}: {localisation.summary_line(found)} -> {out_dir / localisation.CSV_NAME}")
     return 0
 
 

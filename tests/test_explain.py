@@ -209,3 +209,50 @@ def test_grad_cam_cli_errors_are_one_line(deep_results, tmp_path, capsys):
     assert code == 2 and "best.pt" in err
     code, err = exit_code(["--model", str(deep_results / "vit_tiny"), "--data", str(tmp_path / "nope")], capsys)
     assert code == 2 and "--data" in err
+
+
+def test_grad_cam_cli_measures_localisation_against_the_recorded_margin(deep_results, processed_dir, tmp_path,
+                                                                         capsys):
+    import json
+    import shutil
+
+    from microplastics import localisation
+    from microplastics.checkpoint import load_classifier
+    from microplastics.predict import read_crop
+
+    # The same 48 px crops, described as 24 px particle boxes cut with margin 0.5 (12 px each side).
+    data = tmp_path / "processed"
+    shutil.copytree(processed_dir, data)
+    manifest = pd.read_csv(data / "manifest.csv")
+    manifest["maxr"], manifest["maxc"] = manifest["minr"] + 24, manifest["minc"] + 24
+    manifest.to_csv(data / "manifest.csv", index=False)
+    summary = json.loads((data / "summary.json").read_text())
+    (data / "summary.json").write_text(json.dumps({**summary, "settings": {"margin": 0.5}}))
+
+    model_dir = deep_results / "resnet18"
+    with pytest.raises(SystemExit) as info:
+        run(gradcam.main, ["--model", str(model_dir), "--data", str(data), "--per-class", "1", "--device", "cpu",
+                           "--method", "gradcam", "eigencam"])
+    printed = capsys.readouterr()
+    assert info.value.code == 0, printed.err
+    assert "gradcam: mass inside box" in printed.out and "pointing game" in printed.out
+    out = model_dir / "gradcam"
+    selection = pd.read_csv(out / "selection.csv")
+    table = pd.read_csv(out / localisation.CSV_NAME)
+    assert table["method"].tolist() == ["gradcam"] * len(selection) + ["eigencam"] * len(selection)
+    assert table["path"].tolist() == selection["path"].tolist() * 2
+    assert (table[["box_top", "box_left", "box_bottom", "box_right"]] == [12, 12, 36, 36]).all().all()
+    assert table["box_fraction"].tolist() == pytest.approx([0.25] * len(table))
+    # the figures are those of the maps the model gives for these crops
+    clf = load_classifier(model_dir)
+    images = [read_crop(data, p) for p in selection["path"]]
+    maps = explain.explain(clf.model, clf.spec, clf.preprocess(images), "gradcam",
+                           [clf.classes.index(p) for p in selection["pred"]])
+    expected = [localisation.localise(m, localisation.Box(12, 12, 36, 36), (48, 48)) for m in maps]
+    first = table[table["method"] == "gradcam"]
+    assert first["mass_inside"].tolist() == pytest.approx([e[0] for e in expected], abs=1e-5)
+    assert first["peak_inside"].tolist() == [e[1] for e in expected]
+    summary = json.loads((out / localisation.JSON_NAME).read_text())
+    assert summary["method"] == "gradcam" and summary["n"] == len(selection) and summary["margin"] == 0.5
+    assert summary["pointing_hit_rate"] == pytest.approx(first["peak_inside"].mean())
+    assert summary["by_method"]["eigencam"]["n"] == len(selection)
