@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from . import fileio, stats
+from . import fileio, localisation, stats
 from .reports import (SCORE_LABELS, SETTING_KEYS, ModelResult, Report, fmt, fmt_p, fmt_seconds,
                       missing, per_class_frame)
 
@@ -128,6 +128,25 @@ def gradcam_figure(folder: Path) -> Path | None:
     if (gradcam / "overview.png").is_file():
         return gradcam / "overview.png"
     return next(iter(sorted(gradcam.glob("*.png"))), None) if gradcam.is_dir() else None
+
+
+def localisation_section(models: Sequence[ModelResult]) -> str:
+    """The pointing-game hit rate of each deep model whose Grad-CAM run measured it (gradcam/localisation.json)."""
+    rows = {}
+    for m in models:
+        found = localisation.read_summary(m.folder / "gradcam") if m.is_deep else None
+        if found and found.get("n"):
+            rows[m.name] = {"method": found["method"], "crops": found["n"],
+                            "pointing hit rate": found["pointing_hit_rate"],
+                            "mass inside box": found["mean_mass_inside"],
+                            "box share of crop": found["mean_box_fraction"], "margin": found["margin"]}
+    if not rows:
+        return ""
+    intro = ("<p class=\"muted\">grad-cam.py's localisation.csv, summed up: the share of explained test crops whose "
+             "heat-map peak lies inside the particle's box (the crop less its margin), and the mean share of the "
+             "map's mass inside it; a map spread evenly would score the box's share of the crop.</p>")
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    return section("localisation", "Localisation", intro + frame_table(frame, "model"))
 
 
 def figure_section(anchor: str, title: str, intro: str, models: Sequence[ModelResult], page_dir: Path,
@@ -379,6 +398,7 @@ def render(report: Report, page: Path) -> str:
         figure_section("gradcam", "Grad-CAM", "Where each deep model looked (token maps for the ViT).",
                        [m for m in report.models if m.is_deep], page_dir,
                        gradcam_figure, missing),
+        localisation_section(report.models),
     ]
     sections = [data_section(report), comparison_section(report), significance_section(report), *figures,
                 per_class_section(report, page_dir, page_notes), *later, robustness_section(report, page_dir)]
@@ -395,7 +415,7 @@ def render(report: Report, page: Path) -> str:
 
 NAV = [("data", "Data"), ("comparison", "Comparison"), ("significance", "Significance"),
        ("confusion", "Confusion"), ("curves", "Curves"), ("per-class", "Per class"), ("grids", "Predictions"),
-       ("gradcam", "Grad-CAM"), ("robustness", "Robustness")]
+       ("gradcam", "Grad-CAM"), ("localisation", "Localisation"), ("robustness", "Robustness")]
 
 
 def write_html(report: Report, path: Path) -> Path:

@@ -254,6 +254,20 @@ def test_robustness_tables_are_summarised_when_present(results, processed_dir):
     assert "rf" not in section.split("</table>")[0].split("<tbody>")[1]   # only models that have one
 
 
+def test_localisation_hit_rate_is_shown_per_deep_model(results, processed_dir):
+    run_report(results, processed_dir)
+    assert "id=\"localisation\"" not in (results / "report.html").read_text()  # none measured: no section
+    summary = {"method": "gradcam", "n": 16, "mean_mass_inside": 0.625, "pointing_hit_rate": 0.9375,
+               "mean_box_fraction": 0.25, "margin": 0.5, "target": "pred", "by_method": {}}
+    (results / "vgg16" / "gradcam" / "localisation.json").write_text(json.dumps(summary))
+    run_report(results, processed_dir)
+    html = (results / "report.html").read_text()
+    section = html[html.index("id=\"localisation\""):].split("</section>")[0]
+    for text in (">vgg16<", ">gradcam<", ">16<", ">0.938<", ">0.625<", ">0.250<"):
+        assert text in section, text
+    assert ">rf<" not in section and "href=\"#localisation\"" in html
+
+
 def test_data_summary_in_the_preprocessing_format(results, processed_dir, tmp_path):
     # summary.json as data-preprocessing.py writes it: counts by class then split, skipped items with reasons
     data = tmp_path / "processed"
