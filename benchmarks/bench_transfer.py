@@ -26,19 +26,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_robustness import MP100, PY, prepare, sh, slug  # noqa: E402  (this folder is sys.path[0])
 from microplastics.metrics import load_metrics, read_predictions  # noqa: E402
 from microplastics.stats import bootstrap_intervals  # noqa: E402
 
-MP100 = ROOT.parent / "shared" / "datasets" / "mp100" / "MICRO"
-PY = sys.executable
 ARCH = "efficientnet_lite0"
 
 # label, extra arguments of efficientnet.py
@@ -49,28 +46,6 @@ VARIANTS = [
     ("full, ImageNet", ["--finetune", "full", "--weights", "imagenet", "--balance", "none"]),
     ("full, random init", ["--finetune", "full", "--weights", "none", "--balance", "none"]),
 ]
-
-
-def sh(cmd: list[str]) -> float:
-    """Run a command from the repository root, echo it, fail loudly; return its seconds."""
-    print("$", " ".join(cmd), flush=True)
-    started = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    return time.perf_counter() - started
-
-
-def slug(label: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in label).strip("_").lower()
-
-
-def prepare(args: argparse.Namespace) -> Path:
-    if args.processed and (Path(args.processed) / "manifest.csv").is_file():
-        return Path(args.processed)
-    out = Path(args.work) / "processed"
-    if not (out / "manifest.csv").is_file():
-        sh([PY, "data-preprocessing.py", "--input", str(args.photos), "--output", str(out), "--group-by", "photo",
-            "--seed", str(args.seed)])
-    return out
 
 
 def run_variant(label: str, extra: list[str], data: Path, args: argparse.Namespace) -> dict:
