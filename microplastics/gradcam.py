@@ -5,6 +5,7 @@ recorded in its config, or ``--data``), chosen by ``--n`` / ``--per-class`` / ``
 with ``--seed``. Each crop gets a panel (the crop, then one heat-map overlay per method) titled
 with its true and predicted class; all panels also go into one overview figure. The folder
 ``<model>/gradcam/`` is rebuilt whole on every run, so no panel of an older run survives.
+Each map is then measured against the particle's box inside its crop (``localisation``).
 """
 from __future__ import annotations
 
@@ -167,7 +168,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "one panel per crop (the crop and a heat-map overlay per method, titled with true and predicted "
                     "class) and an overview figure, into MODEL/gradcam/ (rebuilt whole). Grad-CAM reads VGG's last "
                     "convolution, ResNet's last bottleneck block and a ViT's last encoder block (patch tokens on "
-                    "their grid); 'rollout' is the ViT's attention rollout.",
+                    "their grid); 'rollout' is the ViT's attention rollout. "
+                    "Each map is also checked against the particle's box (the crop less the margin recorded by "
+                    "data-preprocessing.py): localisation.csv and localisation.json give the share of the map's mass "
+                    "inside it and whether its peak falls inside (the pointing game).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = parser.add_argument
     a("--model", required=True, metavar="DIR", help="a deep model folder, e.g. results/vgg16")
