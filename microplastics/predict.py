@@ -156,7 +156,7 @@ def resolve_data_dir(model_dir: str | Path, data: str | Path | None = None, reco
     """``data`` when given, else the processed folder the model was trained on (its config.json,
     else ``recorded``, e.g. the config stored in the checkpoint)."""
     if data is not None:
-        return check_data_dir(data)
+        return check_data_dir(data, "--data")
     recorded = model_config(model_dir).get("data") or recorded
     if not recorded:
         raise UserError(f"{model_dir}/config.json does not name the data folder; pass --data processed_MICRO")
