@@ -284,6 +284,11 @@ def _tamper(folder: Path, case: str) -> None:
     elif case == "path outside the folder":
         (folder.parent / "outside.png").write_bytes((folder / frame.loc[0, "path"]).read_bytes())
         frame.loc[0, "path"] = f"{frame.loc[0, 'split']}/{frame.loc[0, 'label']}/../../../outside.png"
+    elif case == "crop linked outside":
+        outside = folder.parent / "outside.png"
+        outside.write_bytes((folder / frame.loc[0, "path"]).read_bytes())
+        (folder / frame.loc[0, "path"]).unlink()
+        (folder / frame.loc[0, "path"]).symlink_to(outside)
     elif case == "absolute path":
         frame.loc[0, "path"] = str((folder / frame.loc[0, "path"]).resolve())
     elif case == "blank label":
@@ -295,10 +300,10 @@ def _tamper(folder: Path, case: str) -> None:
 
 
 ROW_CASES = ("test rows copied into train", "duplicated rows", "crop moved to another split",
-             "path outside the folder", "absolute path", "blank label")
+             "path outside the folder", "crop linked outside", "absolute path", "blank label")
 WORDS = {"test rows copied into train": "is not train/", "duplicated rows": "listed more than once",
          "crop moved to another split": "grouped by photo", "path outside the folder": "leads outside",
-         "absolute path": "leads outside", "blank label": "label is blank", "random bytes": "not a text file",
+         "crop linked outside": "through a link", "absolute path": "leads outside", "blank label": "label is blank", "random bytes": "not a text file",
          "empty": "is empty"}
 
 
