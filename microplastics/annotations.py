@@ -440,7 +440,7 @@ def _yolo_names(root: Path, require_label: bool) -> dict[int, str] | None:
 def _class_index(path: Path, key: object) -> int:
     """A names key of data.yaml as a class index: a whole number >= 0 (YAML may give it as text)."""
     text = str(key).strip()
-    if isinstance(key, bool) or not (isinstance(key, int) or text.isdigit()) or int(text) < 0:
+    if isinstance(key, bool) or not (isinstance(key, int) or (text.isascii() and text.isdigit())) or int(text) < 0:
         raise UserError(f"{path}: the names mapping has the key {text[:40]!r}; its keys must be the class "
                         "indices 0, 1, 2, ... of the label files")
     return int(text)
