@@ -47,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 
 from microplastics import fileio, precision, train  # noqa: E402
 from microplastics.cli import UserError  # noqa: E402
-from microplastics.dataset import MANIFEST_NAME, SPLITS, SUMMARY_NAME, class_names, load_manifest, split_frame  # noqa: E402
+from microplastics.dataset import (MANIFEST_NAME, SUMMARY_NAME, class_names, load_manifest,  # noqa: E402
+                                   manifest_digest, split_frame)
 from microplastics.embeddings import CropDataset, compute_embeddings  # noqa: E402
 from microplastics.metrics import read_predictions  # noqa: E402
 from microplastics.models import get_spec  # noqa: E402
@@ -58,7 +59,11 @@ SPEED_TARGET, LABELS_TARGET = 1.8, 0.99
 
 
 def subset_folder(data: Path, work: Path, per_class: dict[str, int], seed: int) -> Path:
-    """A processed folder with at most ``per_class[split]`` seeded crops of each class (0: all); crops linked."""
+    """A processed folder with at most ``per_class[split]`` seeded crops of each class (0: all).
+
+    The chosen crops are copied (the stages refuse crops reached through links), and summary.json
+    gets the new manifest's digest, as data-preprocessing.py would have written it.
+    """
     if not any(per_class.values()):
         return data
     manifest = load_manifest(data)
@@ -67,13 +72,15 @@ def subset_folder(data: Path, work: Path, per_class: dict[str, int], seed: int) 
         n = per_class.get(split, 0)
         parts.append(rows.sample(n=n, random_state=seed) if 0 < n < len(rows) else rows)
     out = work / "data"
-    out.mkdir(parents=True)
-    for split in SPLITS:
-        (out / split).symlink_to((data / split).resolve(), target_is_directory=True)
     manifest_subset = manifest.loc[sorted(i for p in parts for i in p.index)]
-    manifest_subset.to_csv(out / MANIFEST_NAME, index=False)
-    if (data / SUMMARY_NAME).is_file():
-        shutil.copy(data / SUMMARY_NAME, out / SUMMARY_NAME)
+    for rel in manifest_subset["path"]:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data / rel, out / rel)
+    manifest_subset.to_csv(out / MANIFEST_NAME, index=False, lineterminator="\n")
+    summary = fileio.read_json(data / SUMMARY_NAME) if (data / SUMMARY_NAME).is_file() else {}
+    if "manifest_digest" in summary:
+        summary["manifest_digest"] = manifest_digest(out)
+    fileio.write_json(out / SUMMARY_NAME, summary)
     counts = manifest_subset["split"].value_counts().to_dict()
     print(f"training on a subset of {data}: {counts}", flush=True)
     return out
