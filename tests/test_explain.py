@@ -218,6 +218,7 @@ def test_grad_cam_cli_measures_localisation_against_the_recorded_margin(deep_res
 
     from microplastics import localisation
     from microplastics.checkpoint import load_classifier
+    from microplastics.dataset import manifest_digest
     from microplastics.predict import read_crop
 
     # The same 48 px crops, described as 24 px particle boxes cut with margin 0.5 (12 px each side).
@@ -227,7 +228,8 @@ def test_grad_cam_cli_measures_localisation_against_the_recorded_margin(deep_res
     manifest["maxr"], manifest["maxc"] = manifest["minr"] + 24, manifest["minc"] + 24
     manifest.to_csv(data / "manifest.csv", index=False)
     summary = json.loads((data / "summary.json").read_text())
-    (data / "summary.json").write_text(json.dumps({**summary, "settings": {"margin": 0.5}}))
+    (data / "summary.json").write_text(json.dumps({**summary, "settings": {"margin": 0.5},
+                                                   "manifest_digest": manifest_digest(data)}))
 
     model_dir = deep_results / "resnet18"
     with pytest.raises(SystemExit) as info:
