@@ -50,7 +50,7 @@ class FinderSettings:
     split_depth: float = 0.35    # watershed split when a core stands this share of its radius above the neck
     box_pad_px: int = 2          # boxes widened by this (the blurred edge of a particle lies outside the threshold)
     rim_fraction: float = 0.02  # shadowed rim of a round field dropped, as a share of the shorter side
-    overlay_share: float = 0.6   # a component with a larger share of saturated pixels (or their edge) is an overlay
+    overlay_share: float = 0.5   # a component with a larger share of saturated pixels (or their edge) is an overlay
 
 
 @dataclass(frozen=True)
@@ -119,14 +119,17 @@ def background_sigma(shape: tuple[int, ...], settings: FinderSettings, um_per_px
 def estimate_background(lab: np.ndarray, lit: np.ndarray, sigma_px: float) -> np.ndarray:
     """Smooth background of a Lab image at full size, from the lit pixels minus what stands out.
 
-    Computed on a small copy: a normalised Gaussian of the lit pixels, then again without the
-    pixels that stood out from the first estimate, so particles do not raise their own background.
+    Computed on a small copy: a median over about four sigmas (which particles smaller than
+    half of it cannot move) says what stands out; a normalised Gaussian of the lit pixels
+    without those is the background, so particles do not raise their own background.
     """
     small_lab, scale = _small(lab)
     small_lit = _small(lit.astype(np.float32))[0] > 0.5
     sigma = max(0.5, sigma_px * scale)
-    background = _normalised_blur(small_lab, small_lit, sigma)
-    standing_out = cv2.dilate((_scores(small_lab, background, small_lit) > 3).astype(np.uint8), np.ones((3, 3), np.uint8))
+    filled = np.where(small_lit[..., None], small_lab, np.median(small_lab[small_lit], axis=0)) \
+        if small_lit.any() else small_lab
+    rough = _median(filled, int(4 * sigma))
+    standing_out = cv2.dilate((_scores(small_lab, rough, small_lit) > 3).astype(np.uint8), np.ones((3, 3), np.uint8))
     background = _normalised_blur(small_lab, small_lit & ~standing_out.astype(bool), sigma)
     return cv2.resize(background, (lab.shape[1], lab.shape[0]), interpolation=cv2.INTER_LINEAR)
 
@@ -162,15 +165,18 @@ def colour_difference(image: np.ndarray, lit: np.ndarray, sigma_px: float, local
 
 def local_median(lab: np.ndarray, filled: np.ndarray, size: int) -> np.ndarray:
     """Median of ``filled`` (Lab, the surround replaced by the smooth background, so the dark
-    surround does not make the field's edge look bright) over ``size`` px, via uint8."""
+    surround does not make the field's edge look bright) over ``size`` px, at half size."""
+    height, width = lab.shape[:2]
+    half = cv2.resize(filled, (max(1, width // 2), max(1, height // 2)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(_median(half, size // 2), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _median(lab: np.ndarray, size: int) -> np.ndarray:
+    """A ``size``-wide median of a Lab image, through uint8 (what OpenCV's large medians take)."""
     scale = np.array([2.55, 1.0, 1.0], np.float32)
     offset = np.array([0.0, 128.0, 128.0], np.float32)
-    as_bytes = np.clip(filled * scale + offset, 0, 255).astype(np.uint8)
-    height, width = lab.shape[:2]
-    half = cv2.resize(as_bytes, (max(1, width // 2), max(1, height // 2)), interpolation=cv2.INTER_AREA)
-    median = cv2.medianBlur(half, max(3, size // 2) | 1)  # at half size: the same window, a quarter of the work
-    median = cv2.resize(median, (width, height), interpolation=cv2.INTER_LINEAR)
-    return (median.astype(np.float32) - offset) / scale
+    as_bytes = np.clip(lab * scale + offset, 0, 255).astype(np.uint8)
+    return (cv2.medianBlur(as_bytes, max(3, size | 1)).astype(np.float32) - offset) / scale
 
 
 def _scores(lab: np.ndarray, background: np.ndarray, lit: np.ndarray) -> np.ndarray:
@@ -287,7 +293,7 @@ def drop_overlays(labels: np.ndarray, overlay: np.ndarray, share: float) -> np.n
     n = int(labels.max())
     if n == 0:
         return labels
-    near = cv2.dilate(overlay.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    near = cv2.dilate(overlay.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     frac = np.asarray(ndi.mean(near, labels, index=np.arange(1, n + 1)))
     return _keep(labels, np.concatenate([[False], frac <= share]))
 
