@@ -48,9 +48,10 @@ class FinderSettings:
     background_um: float | None = None    # with a scale: that sigma in micrometres instead
     join_gap_px: int = 3         # thin pieces closer than this are one particle
     split_depth: float = 0.35    # watershed split when a core stands this share of its radius above the neck
+    core_share: float = 0.3      # touching particles are told apart on their pixels above this share of the peak
     box_pad_px: int = 2          # boxes widened by this (the blurred edge of a particle lies outside the threshold)
     rim_fraction: float = 0.02  # shadowed rim of a round field dropped, as a share of the shorter side
-    overlay_share: float = 0.5   # a component with a larger share of saturated pixels (or their edge) is an overlay
+    overlay_share: float = 0.5   # a component with a larger share on or beside drawn strokes is an overlay
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ def find_particles(image: np.ndarray, settings: FinderSettings = FinderSettings(
     # saturated pixels never belong to a particle, so a scale bar touching one comes off it;
     # the holes that leaves inside a particle (a clipped highlight) are filled again
     mask = fill_holes(segment(difference, lit, settings) & ~overlay)
-    labels = components(mask, min_area(settings, um_per_px), settings)
-    labels = drop_overlays(labels, overlay, settings.overlay_share)
+    labels = components(mask, difference, min_area(settings, um_per_px), settings)
+    labels = drop_overlays(labels, overlay_strokes(overlay), settings.overlay_share)
     return labels, boxes_of(labels, settings.box_pad_px)
 
 
@@ -224,13 +225,13 @@ def overlay_pixels(image: np.ndarray) -> np.ndarray:
     return (lo >= 250) | (hi <= 5)
 
 
-def components(mask: np.ndarray, min_area_px: int, settings: FinderSettings) -> np.ndarray:
+def components(mask: np.ndarray, difference: np.ndarray, min_area_px: int, settings: FinderSettings) -> np.ndarray:
     """Connected components, thin close pieces joined, touching blobs split, small ones dropped."""
     labels, n = ndi.label(mask, structure=np.ones((3, 3)))
     if n == 0:
         return labels.astype(np.int32)
     labels = join_thin(labels, settings.join_gap_px)
-    labels = split_touching(labels, settings.split_depth)
+    labels = split_touching(labels, difference, settings.split_depth, settings.core_share)
     return drop_small(labels, min_area_px)
 
 
@@ -261,17 +262,22 @@ def join_thin(labels: np.ndarray, gap_px: int) -> np.ndarray:
     return _relabel(out)
 
 
-def split_touching(labels: np.ndarray, depth: float) -> np.ndarray:
-    """Watershed on the distance transform of compact components with several cores."""
+def split_touching(labels: np.ndarray, difference: np.ndarray, depth: float, core_share: float) -> np.ndarray:
+    """Watershed of compact components with several cores, on the distance transform of their
+    strong part (difference >= ``core_share`` of the component's peak): a strong particle's
+    blurred edge fills the neck between touching neighbours, its strong part does not, and a
+    film's faint rim around one core does not make two particles."""
     out = labels.copy()
     next_label = int(labels.max()) + 1
     for index, box in enumerate(ndi.find_objects(labels), start=1):
         if box is None:
             continue
         region = labels[box] == index
-        dist = ndi.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+        values = difference[box]
+        strong = region & (values >= core_share * float(values[region].max()))
+        dist = cv2.distanceTransform(np.pad(strong, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
         radius = float(dist.max())
-        if radius < 4 or region.sum() > 12 * radius ** 2:  # too small to split, or long and thin
+        if radius < 4 or strong.sum() > 12 * radius ** 2:  # too small to split, or long and thin
             continue
         cores, n = ndi.label(h_maxima(dist, max(1.5, depth * radius)), structure=np.ones((3, 3)))
         if n < 2:
@@ -288,12 +294,30 @@ def drop_small(labels: np.ndarray, min_area_px: int) -> np.ndarray:
     return _keep(labels, np.bincount(labels.ravel()) >= min_area_px)
 
 
-def drop_overlays(labels: np.ndarray, overlay: np.ndarray, share: float) -> np.ndarray:
-    """Remove components that are mostly saturated colour or its anti-aliased edge (scale bars, text)."""
-    n = int(labels.max())
+def overlay_strokes(saturated: np.ndarray) -> np.ndarray:
+    """The saturated regions drawn onto a photo: thin strokes (text, at most 3 px wide) or long
+    filled rectangles (scale bars). A clipped highlight inside a particle is a compact blob, neither."""
+    labels, n = ndi.label(saturated, structure=np.ones((3, 3)))
     if n == 0:
+        return np.zeros_like(saturated)
+    keep = np.zeros(n + 1, bool)
+    dist = cv2.distanceTransform(saturated.astype(np.uint8), cv2.DIST_L2, 3)
+    for index, box in enumerate(ndi.find_objects(labels), start=1):
+        region = labels[box] == index
+        area = int(region.sum())
+        height, width = region.shape
+        thin = float(dist[box][region].max()) <= 2.0
+        bar = area >= 0.9 * height * width and max(height, width) >= 3 * min(height, width)
+        keep[index] = area >= 6 and (thin or bar)
+    return keep[labels]
+
+
+def drop_overlays(labels: np.ndarray, strokes: np.ndarray, share: float) -> np.ndarray:
+    """Remove components that lie mostly on or beside drawn strokes (their anti-aliased edges)."""
+    n = int(labels.max())
+    if n == 0 or not strokes.any():
         return labels
-    near = cv2.dilate(overlay.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    near = cv2.dilate(strokes.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
     frac = np.asarray(ndi.mean(near, labels, index=np.arange(1, n + 1)))
     return _keep(labels, np.concatenate([[False], frac <= share]))
 

@@ -100,11 +100,11 @@ def draw_photo(seed: int = 0, size: tuple[int, int] = (320, 320), round_field: b
     return drawn
 
 
-def touching_discs(seed: int = 0, size: tuple[int, int] = (160, 200)) -> tuple[np.ndarray, list[tuple]]:
+def touching_discs(seed: int = 0, size: tuple[int, int] = (320, 320)) -> tuple[np.ndarray, list[tuple]]:
     """Two equal discs that touch (their blurred edges merge into one blob), and their boxes."""
     canvas = paper(*size, seed)
     boxes = []
-    for centre in ((80, 80), (80, 108)):  # tangent: they touch at one point
+    for centre in ((160, 146), (160, 174)):  # tangent: they touch at one point
         mask = np.zeros(size, np.uint8)
         cv2.circle(mask, (centre[1], centre[0]), 14, 1, -1)
         paste(canvas, mask.astype(bool), (60, 110, 200))
