@@ -51,6 +51,7 @@ class FinderSettings:
     core_share: float = 0.3      # touching particles are told apart on their pixels above this share of the peak
     box_pad_px: int = 2          # boxes widened by this (the blurred edge of a particle lies outside the threshold)
     rim_fraction: float = 0.02  # shadowed rim of a round field dropped, as a share of the shorter side
+    rim_band_fraction: float = 0.04  # components mostly this close to a round field's edge are rim shadow
     overlay_share: float = 0.5   # a component with a larger share on or beside drawn strokes is an overlay
 
 
@@ -77,6 +78,7 @@ def find_particles(image: np.ndarray, settings: FinderSettings = FinderSettings(
     mask = fill_holes(segment(difference, lit, settings) & ~overlay)
     labels = components(mask, difference, min_area(settings, um_per_px), settings)
     labels = drop_overlays(labels, overlay_strokes(overlay), settings.overlay_share)
+    labels = drop_rim_shadows(labels, lit, round(settings.rim_band_fraction * min(image.shape[:2])))
     return labels, boxes_of(labels, settings.box_pad_px)
 
 
@@ -320,6 +322,22 @@ def drop_overlays(labels: np.ndarray, strokes: np.ndarray, share: float) -> np.n
     near = cv2.dilate(strokes.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
     frac = np.asarray(ndi.mean(near, labels, index=np.arange(1, n + 1)))
     return _keep(labels, np.concatenate([[False], frac <= share]))
+
+
+def drop_rim_shadows(labels: np.ndarray, lit: np.ndarray, band_px: int) -> np.ndarray:
+    """Remove components that lie mostly in the band of ``band_px`` along the field's edge: the
+    shadowed, fast-darkening rim of a round field, which no background follows. A particle that
+    merely reaches the edge has most of its body inside and stays."""
+    if lit.all() or band_px < 1:
+        return labels
+    size = 2 * band_px + 1
+    inner = cv2.erode(np.pad(lit, band_px).astype(np.uint8), np.ones((size, size), np.uint8))
+    band = lit & ~inner[band_px:-band_px, band_px:-band_px].astype(bool)
+    n = int(labels.max())
+    if n == 0:
+        return labels
+    share = np.asarray(ndi.mean(band, labels, index=np.arange(1, n + 1)))
+    return _keep(labels, np.concatenate([[False], share <= 0.5]))
 
 
 def _keep(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:

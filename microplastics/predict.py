@@ -9,7 +9,8 @@ Three modes use it:
 - crops (``--model DIR --input PATH...``): one CSV row per crop image, ``path,pred,prob_<class>...``;
 - photos (``--model DIR --photos DIR``): every annotated particle of a MICRO-style folder or a YOLO
   export is cut out and classified (``classify_photos``); with labels, the set is scored
-  (``score_particles``) and written like a test split (metrics.json, confusion matrix).
+  (``score_particles``) and written like a test split (metrics.json, confusion matrix);
+  with ``--find`` the particles are found instead of read (``sample_report``, docs/find.md).
 """
 from __future__ import annotations
 

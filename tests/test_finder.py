@@ -118,12 +118,14 @@ def model(processed_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    """A plain folder (no raw_img/, no annotation/): two samples as sub-folders, three photos."""
+    """A plain folder (no raw_img/, no annotation/): two samples as sub-folders, three photos
+    and one file that is not a photo at all."""
     root = tmp_path_factory.mktemp("plain") / "photos"
     for sample, seeds in (("site_a", (0, 1)), ("site_b", (2,))):
         (root / sample).mkdir(parents=True)
         for seed in seeds:
             Image.fromarray(draw_photo(seed).image).save(root / sample / f"p{seed}.png")
+    (root / "site_b" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     return root
 
 
@@ -133,10 +135,24 @@ def find(model: Path, photos: Path, out: Path, *extra: str) -> subprocess.Comple
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
-def test_find_run_writes_the_sample_report_in_pixels_when_uncalibrated(model, photos, tmp_path):
-    out = tmp_path / "found"
+@pytest.fixture(scope="module")
+def plain_run(model, photos, tmp_path_factory) -> tuple[Path, str]:
+    """One uncalibrated run over the plain folder, read by several tests: (out, stderr)."""
+    out = tmp_path_factory.mktemp("plain_run") / "found"
     done = find(model, photos, out)
     assert done.returncode == 0, done.stderr
+    return out, done.stderr
+
+
+def test_an_unreadable_photo_is_skipped_and_the_others_processed(plain_run):
+    out, stderr = plain_run
+    assert "skipped site_b/broken.jpg" in stderr
+    assert pd.read_csv(out / "particles.csv")["photo"].nunique() == 3
+    assert json.loads((out / "metrics.json").read_text())["skipped"][0]["item"] == "site_b/broken.jpg"
+
+
+def test_find_run_writes_the_sample_report_in_pixels_when_uncalibrated(plain_run):
+    out = plain_run[0]
     particles = pd.read_csv(out / "particles.csv")
     table = pd.read_csv(out / "samples.csv")
     assert set(table["sample"]) == {"site_a", "site_b"}
@@ -159,10 +175,11 @@ def test_find_run_writes_the_sample_report_in_pixels_when_uncalibrated(model, ph
     assert len(list((out / "overlays").rglob("*.png"))) == 3
     top = particles[[c for c in particles.columns if c.startswith("prob_")]].max(axis=1)
     assert (particles["uncertain"] == (top < 0.6)).all()
+    assert (out / "review_sheet.png").is_file() == bool(particles["uncertain"].any())
     assert ((particles["maxr"] > particles["minr"]) & (particles["maxc"] > particles["minc"])).all()
 
 
-def test_find_run_with_a_scale_and_a_sample_pattern(model, photos, tmp_path):
+def test_find_run_with_a_scale_and_a_sample_pattern(model, photos, plain_run, tmp_path):
     out = tmp_path / "found"
     done = find(model, photos, out, "--um-per-px", "4", "--sample-pattern", r"p(\d)", "--min-diameter-um", "0")
     assert done.returncode == 0, done.stderr
@@ -170,9 +187,7 @@ def test_find_run_with_a_scale_and_a_sample_pattern(model, photos, tmp_path):
     assert set(particles["sample"]) == {"0", "1", "2"}
     assert {"area_um2", "feret_max_um", "feret_min_um", "length_um", "width_um"} <= set(particles.columns)
     assert (particles["um_per_px"] == 4).all()
-    pixel = find(model, photos, tmp_path / "px")
-    px = pd.read_csv(tmp_path / "px" / "particles.csv")
-    assert pixel.returncode == 0
+    px = pd.read_csv(plain_run[0] / "particles.csv")
     assert np.allclose(np.sort(particles["feret_max_um"]), np.sort(px["feret_max_px"]) * 4)
 
 
@@ -193,18 +208,6 @@ def test_find_scores_the_finder_on_annotated_photos(model, tmp_path):
     assert set(scores["iou"]) == {"0.3", "0.5"} and scores["count_error"]["median"] == 0.0
     assert "recall_per_class" in scores["iou"]["0.5"] and "Finder against the annotations" in \
         (out / "report.html").read_text()
-
-
-def test_an_unreadable_photo_is_skipped_and_the_others_processed(model, photos, tmp_path):
-    folder = tmp_path / "mixed"
-    folder.mkdir()
-    for p in photos.rglob("*.png"):
-        (folder / p.name).write_bytes(p.read_bytes())
-    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    done = find(model, folder, tmp_path / "found")
-    assert done.returncode == 0, done.stderr
-    assert "skipped broken.jpg" in done.stderr
-    assert pd.read_csv(tmp_path / "found" / "particles.csv")["photo"].nunique() == 3
 
 
 @pytest.mark.parametrize("extra,make,needle", [
