@@ -47,9 +47,9 @@ class FinderSettings:
     background_fraction: float = 0.05     # Gaussian sigma of the background, as a share of the shorter side
     background_um: float | None = None    # with a scale: that sigma in micrometres instead
     join_gap_px: int = 3         # thin pieces closer than this are one particle
-    split_depth: float = 0.35    # watershed split when a core stands this share of its radius above the neck
+    split_depth: float = 0.5     # watershed split when a core stands this share of its radius above the neck
     core_share: float = 0.3      # touching particles are told apart on their pixels above this share of the peak
-    box_pad_px: int = 2          # boxes widened by this (the blurred edge of a particle lies outside the threshold)
+    box_pad_px: int = 3          # boxes widened by this (a particle's blurred edge lies outside the threshold)
     rim_fraction: float = 0.02  # shadowed rim of a round field dropped, as a share of the shorter side
     rim_band_fraction: float = 0.04  # components mostly this close to a round field's edge are rim shadow
     overlay_share: float = 0.5   # a component with a larger share on or beside drawn strokes is an overlay
