@@ -14,6 +14,7 @@ from PIL import Image
 
 from microplastics import detection, finder, measure, samples
 from microplastics.baselines import main as baselines_main
+from microplastics.cli import UserError
 from photodraw import draw_photo, fibre_mask, paper, paste, touching_discs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,3 +241,27 @@ def test_finder_on_real_photos_finds_most_annotated_particles(mp100):
         hits += len(detection.match_boxes(got, boxes, 0.3))
         found, truth = found + len(got), truth + len(boxes)
     assert hits / truth >= 0.7 and hits / found >= 0.35
+
+
+def test_reference_objects_calibrate_their_photos_and_the_others_get_the_median(capsys):
+    import argparse
+
+    from microplastics.sample_report import calibrate
+
+    particles = pd.DataFrame({"photo": ["a", "a", "b", "b", "c"], "class": ["reference", "fiber", "reference",
+                                                                           "reference", "fiber"],
+                              "feret_max_px": [50.0, 10.0, 100.0, 300.0, 20.0], "area_px": [1.0] * 5})
+    for name in measure.LENGTH_NAMES:
+        particles[f"{name}_px"] = particles["feret_max_px"]
+    photos = pd.DataFrame({"photo": ["a", "b", "c"]})
+    args = argparse.Namespace(reference_size_um=1000.0, reference_class="reference")
+    out, calibration = calibrate(particles, photos, None, args)
+    scale = calibration["um_per_px"]
+    assert scale["a"] == pytest.approx(20.0) and scale["b"] == pytest.approx(1000 / 200)  # median of 100 and 300
+    assert scale["c"] == pytest.approx(np.median([20.0, 5.0]))
+    assert "median scale" in capsys.readouterr().err
+    assert out.loc[1, "feret_max_um"] == pytest.approx(10 * 20.0) and out.loc[1, "area_um2"] == pytest.approx(400.0)
+    assert set(out["scale_source"]) == {"reference", "reference (median of other photos)"}
+    no_refs = particles.assign(**{"class": "fiber"})
+    with pytest.raises(UserError, match="no particle was classified as 'reference'"):
+        calibrate(no_refs, photos, None, args)
