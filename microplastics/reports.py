@@ -497,7 +497,8 @@ def caution_notes(models: Sequence[ModelResult], cautions: Cautions) -> list[str
         level = baseline.scores["accuracy"]
         weak = [m.name for m in models if not m.scores.get("accuracy", math.nan) > level]
         if weak:
-            notes.append(f"no more accurate than {baseline.name} ({level:.3f}): {', '.join(weak)}")
+            notes.append(f"not more accurate ({level:.3f}) than answering {baseline.metrics['label']} for every "
+                         f"test crop: {', '.join(weak)}")
     if cautions.small_classes:
         listed = ", ".join(f"{c} ({n})" for c, n in cautions.small_classes.items())
         notes.append(f"classes with fewer than {caveats.MIN_TEST_CROPS} test crops: {listed}; their per-class "
