@@ -372,8 +372,8 @@ def comparison_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     rows = []
     for (_, row), m in zip(report.table.iterrows(), report.models):
         rows.append([str(row["rank"]), model_label(report, m), fmt(row["n"]),
-                     *[fmt_score(row, s) for s in stats.SCORES], fmt(row["epochs_run"]), fmt(row["best_epoch"]), fmt_seconds(row["train_seconds"]),
-                     fmt(row["weights"]), row["settings"]])
+                     *[fmt_score(row, s) for s in stats.SCORES], fmt(row["epochs_run"]), fmt(row["best_epoch"]),
+                     fmt_seconds(row["train_seconds"]), fmt(row["weights"]), row["settings"]])
     baseline = baseline_row(report)
     if baseline is not None:
         rows.append(["–", report.cautions.baseline.name, fmt(baseline["n"]),
@@ -437,8 +437,6 @@ def render_markdown(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
-# ---------------------------------------------------------------- assembling and writing
-
 def interval_remark(report: Report) -> str:
     """What the table's 'exact' marks and the baseline row are, when there are any."""
     text = ""
@@ -453,7 +451,7 @@ def interval_remark(report: Report) -> str:
 
 # ---------------------------------------------------------------- cautions
 
-def test_labels(models: Sequence[ModelResult]) -> pd.DataFrame | None:
+def true_labels(models: Sequence[ModelResult]) -> pd.DataFrame | None:
     """path and true label of every test crop, from the first model that has predictions."""
     return next((m.predictions[["path", "true"]] for m in models if m.predictions is not None), None)
 
@@ -461,7 +459,7 @@ def test_labels(models: Sequence[ModelResult]) -> pd.DataFrame | None:
 def majority_baseline(models: Sequence[ModelResult], classes: list[str], data_summary: dict[str, Any],
                       same_data: bool, results_dir: Path, n_boot: int, seed: int) -> ModelResult | None:
     """The majority-class reference, scored like the models; None when no model has predictions."""
-    test = test_labels(models)
+    test = true_labels(models)
     if test is None:
         return None
     counts = caveats.train_counts(data_summary) if same_data else None
@@ -477,7 +475,7 @@ def majority_baseline(models: Sequence[ModelResult], classes: list[str], data_su
 
 def build_cautions(models: Sequence[ModelResult], classes: list[str], data_summary: dict[str, Any],
                    same_data: bool, results_dir: Path, n_boot: int, seed: int) -> Cautions:
-    test = test_labels(models)
+    test = true_labels(models)
     totals = data_summary.get("totals") if isinstance(data_summary.get("totals"), dict) else {}
     n_test = len(test) if test is not None else totals.get("test")
     collapsed = {m.name: c for m in models if m.predictions is not None
@@ -510,6 +508,8 @@ def caution_notes(models: Sequence[ModelResult], cautions: Cautions) -> list[str
                      "scored the same; that is a small or easy test split, not certainty")
     return notes
 
+
+# ---------------------------------------------------------------- assembling and writing
 
 def build_report(results_dir: Path, data_dir: Path, n_boot: int, seed: int,
                  wanted: Sequence[str] | None = None) -> Report:
