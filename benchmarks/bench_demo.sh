@@ -3,7 +3,7 @@
 # 600 s budget. The copy lives in a temporary folder, removed afterwards (--keep keeps it).
 # On a machine shared with other work the wall time says more about the others than about the
 # demo, so it also prints the load average and the CPU seconds the demo's processes used (user +
-# sys): on two idle cores the wall time lies between half of them and all of them.
+# sys): on two idle cores a CPU-bound run's wall time lies between half of them and all of them.
 #
 #   benchmarks/bench_demo.sh               copy of the working tree as git sees it (tracked and
 #                                          untracked files, nothing ignored: no .venv, demo/, .cache/),
