@@ -105,3 +105,19 @@ def staged_dir(final: str | os.PathLike) -> Iterator[Path]:
         replace_dir(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+
+def file_in_the_way(folder: str | os.PathLike) -> Path | None:
+    """The existing file (not folder) at ``folder`` or among its parents that stops it being a folder."""
+    for candidate in (Path(folder), *Path(folder).parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def check_output_dir(folder: str | os.PathLike, flag: str) -> None:
+    """Refuse, before any work, an output folder that cannot be one because a file is in the way."""
+    blocker = file_in_the_way(folder)
+    if blocker is not None:
+        raise UserError(f"{flag} {folder}: {blocker} is a file, not a folder; choose another {flag}")

@@ -9,7 +9,8 @@ Three modes use it:
 - crops (``--model DIR --input PATH...``): one CSV row per crop image, ``path,pred,prob_<class>...``;
 - photos (``--model DIR --photos DIR``): every annotated particle of a MICRO-style folder or a YOLO
   export is cut out and classified (``classify_photos``); with labels, the set is scored
-  (``score_particles``) and written like a test split (metrics.json, confusion matrix).
+  (``score_particles``) and written like a test split (metrics.json, confusion matrix);
+  with ``--find`` the particles are found instead of read (``sample_report``, docs/find.md).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from . import fileio
 from .cli import UserError
-from .dataset import lines_digest, recorded_input
+from .dataset import check_data_dir, lines_digest, recorded_input
 from .images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
 from .metrics import PREDICTIONS_NAME, compute_metrics, read_predictions, write_evaluation
 
@@ -156,10 +157,7 @@ def resolve_data_dir(model_dir: str | Path, data: str | Path | None = None, reco
     """``data`` when given, else the processed folder the model was trained on (its config.json,
     else ``recorded``, e.g. the config stored in the checkpoint)."""
     if data is not None:
-        folder = Path(data)
-        if not folder.is_dir():
-            raise UserError(f"--data {folder} does not exist; pass the processed_MICRO folder the model was trained on")
-        return folder
+        return check_data_dir(data, "--data")
     recorded = model_config(model_dir).get("data") or recorded
     if not recorded:
         raise UserError(f"{model_dir}/config.json does not name the data folder; pass --data processed_MICRO")
@@ -439,6 +437,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--batch-size", type=int, default=32, help="crops per forward pass")
     a("--seed", type=int, default=42, help="seed of the crops drawn for the grid")
     a("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where deep models run")
+    from .sample_report import add_find_arguments
+
+    add_find_arguments(parser)
     return parser
 
 
@@ -465,11 +466,17 @@ def resolve_device(choice: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     mode = _check_args(args)
+    if args.find and mode != "photos":
+        raise UserError("--find works on photos: --model DIR --photos DIR --find")
     device = resolve_device(args.device)
     if mode == "grid":
         return run_grids(args, device)
     if mode == "input":
         return run_crops(args, device)
+    if args.find:
+        from .sample_report import run_find
+
+        return run_find(args, device)
     return run_photos(args, device)
 
 
