@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Sequence
 
 from microplastics import archive, download, fileio
-from microplastics.cli import UserError
+from microplastics.cli import ArgumentParser, UserError, finite_float
 
 OFFLINE_REMEDY = ("check the network and run again (a partial download resumes), or unpack an archive you "
                   "already have with --archive PATH, or generate test data with --synthetic")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="data-extraction.py",
         description="Get the DeepParticle dataset onto disk as a folder holding raw_img/ (photos) and "
                     "annotation/ (one .tsv a photo). By default the subset's archive is downloaded from "
@@ -49,7 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-url", default=os.environ.get("FIGSHARE_API_URL", download.FIGSHARE_API), metavar="URL",
                         help="figshare API base URL (default: $FIGSHARE_API_URL if set, else "
                              f"{download.FIGSHARE_API})")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=finite_float, default=60.0, metavar="SECONDS",
                         help="seconds to wait for the server before giving up (default: 60)")
     parser.add_argument("--n-images", type=int, default=60, metavar="N",
                         help="with --synthetic: how many photos to generate (default: 60)")

@@ -17,14 +17,13 @@ from typing import Any, Sequence
 import pandas as pd
 
 from . import dataset, fileio, metrics, stats
-from .cli import UserError
+from .cli import ArgumentParser, UserError
 
 SCORE_LABELS = {
     "accuracy": "accuracy", "macro_precision": "macro precision", "macro_recall": "macro recall",
     "macro_f1": "macro F1", "weighted_f1": "weighted F1", "mean_iou": "mean IoU",
 }
 RANK_BY = "macro_f1"  # the study's classes are very unequal in size: accuracy alone flatters "hard"
-TOLERANCE = 1e-6
 WHOLE_NUMBERS = ("n", "epochs_run", "best_epoch")
 SETTING_KEYS = ("image_size", "epochs", "batch_size", "aug_views", "finetune", "balance", "features", "augment",
                 "input_norm", "weights", "seed", "device")
@@ -101,31 +100,12 @@ def read_json_or_empty(path: Path) -> dict[str, Any]:
 
 def read_model_predictions(folder: Path) -> pd.DataFrame | None:
     path = folder / metrics.PREDICTIONS_NAME
-    if not path.is_file():
-        return None
-    frame = metrics.read_predictions(path)
-    missing = {"path", "true", "pred"} - set(frame.columns)
-    if missing:
-        raise UserError(f"{path} lacks column(s) {', '.join(sorted(missing))}; rerun the model's stage")
-    if frame["path"].duplicated().any():
-        raise UserError(f"{path} lists crop {frame['path'][frame['path'].duplicated()].iloc[0]} twice")
-    return frame
-
-
-def check_agreement(name: str, recomputed: dict[str, Any], stored: dict[str, Any]) -> None:
-    """The scores from predictions.csv must be those metrics.json holds; else the folder is stale."""
-    for key in ("n", *stats.SCORES):
-        if key not in stored or stored[key] is None:
-            continue
-        a, b = float(recomputed[key]), float(stored[key])
-        if not (math.isnan(a) and math.isnan(b)) and abs(a - b) > TOLERANCE:
-            raise UserError(f"{name}: metrics.json says {key} = {b:.6f} but its predictions.csv gives {a:.6f}; "
-                            f"the folder mixes two runs, rerun that model")
+    return metrics.read_predictions(path) if path.is_file() else None
 
 
 def load_model(folder: Path, n_boot: int, seed: int) -> tuple[ModelResult, list[str]]:
     """Read one model folder, rescore it and bootstrap its intervals."""
-    stored = read_json_or_empty(folder / metrics.METRICS_NAME)
+    stored = metrics.load_metrics(folder)
     config = read_json_or_empty(folder / "config.json")
     name = str(stored.get("model") or folder.name)
     predictions = read_model_predictions(folder)
@@ -134,14 +114,15 @@ def load_model(folder: Path, n_boot: int, seed: int) -> tuple[ModelResult, list[
     if predictions is None:
         notes.append(f"{name}: no predictions.csv, so its figures are metrics.json's, without intervals "
                      "or significance tests")
-        scores = {k: float(stored.get(k, math.nan)) for k in stats.SCORES} | {"n": stored.get("n")}
+        scores = {k: math.nan if stored.get(k) is None else float(stored[k]) for k in stats.SCORES} \
+            | {"n": stored.get("n")}
         return ModelResult(name, folder, stored, config, classes, None, scores), notes
     try:
         scores = metrics.compute_metrics(predictions["true"], predictions["pred"], classes)
         intervals = stats.bootstrap_intervals(predictions["true"], predictions["pred"], classes, n_boot, seed)
     except ValueError as err:
         raise UserError(f"{folder / metrics.PREDICTIONS_NAME}: {err}") from err
-    check_agreement(name, scores, stored)
+    metrics.check_agreement(name, scores, stored)
     return ModelResult(name, folder, stored, config, classes, predictions, scores, intervals), notes
 
 
@@ -411,7 +392,7 @@ def write_summary(report: Report) -> list[Path]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="report.py",
         description="Compare every model in the results folder: writes summary.csv and summary.md (the study's "
                     "table with 95% bootstrap intervals and pairwise McNemar tests) and report.html (data "
