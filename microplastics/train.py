@@ -411,6 +411,8 @@ def _train(cfg: dict[str, Any], info: engine.DistInfo, device: torch.device, man
         state = engine.FitState(epoch=int(last["epoch"]), history=list(last["history"]),
                                 train_seconds=float(last["train_seconds"]))
         if info.is_main:
+            # a kill between writing last.pt and history.csv leaves history.csv an epoch behind
+            engine.write_history(out_dir, state.history)
             print(f"resuming after epoch {state.epoch} (best val loss {stopper.best_loss:.4f} "
                   f"at epoch {stopper.best_epoch})", flush=True)
     if info.is_main:
