@@ -42,19 +42,23 @@ def load(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found; train the model first (vgg16.py, resnet50.py or vits.py)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's own message suggests weights_only=False, which would run the file's code
-        raise UserError(f"{path} is not a checkpoint of this project: it holds objects other than tensors and "
-                        "plain values, and must not be loaded unsafely; use a best.pt written by vgg16.py, "
-                        "resnet50.py or vits.py") from None
-    except Exception as err:
-        raise UserError(f"{path} is not a readable checkpoint (truncated or damaged: {type(err).__name__}); "
-                        "train the model again") from None
+    obj = load_weights_only(path, "train the model again")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise UserError(f"{path} is not a checkpoint of this project (format {FORMAT})")
     return obj
+
+
+def load_weights_only(path: str | Path, remedy: str) -> Any:
+    """``torch.load(path, weights_only=True)``; a file it refuses or cannot read is one UserError line
+    ending in ``remedy`` (never torch's advice to retry with weights_only=False, which runs the file's code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"{path} is not a checkpoint of this project: it holds objects other than tensors and "
+                        f"plain values, and must not be loaded unsafely; {remedy}") from None
+    except Exception as err:
+        raise UserError(f"{path} is not a readable checkpoint (truncated or damaged: {type(err).__name__}); "
+                        f"{remedy}") from None
 
 
 def check_keys(ckpt: dict[str, Any], path: str | Path, keys: dict[str, type | tuple[type, ...]]) -> None:

@@ -52,7 +52,7 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     try:
         code = main(argv)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)  # one line, whatever the message holds
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

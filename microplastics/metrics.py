@@ -135,6 +135,15 @@ SCORE_KEYS = ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "w
 AGREEMENT_TOLERANCE = 1e-6
 
 
+def run_finished(model_dir: str | Path) -> bool:
+    """Whether a model folder holds a finished run: the one rule of every stage that reads one.
+
+    A run writes metrics.json after testing, and its folder appears whole (it is staged); a
+    folder with best.pt and last.pt but no metrics.json is a run that never finished.
+    """
+    return (Path(model_dir) / METRICS_NAME).is_file()
+
+
 def load_metrics(model_dir: str | Path) -> dict[str, Any]:
     """A model folder's metrics.json, checked: a JSON object whose scores are numbers (or null)."""
     path = Path(model_dir) / METRICS_NAME

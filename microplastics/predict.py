@@ -27,7 +27,8 @@ from . import fileio
 from .cli import ArgumentParser, UserError, finite_float
 from .dataset import lines_digest, recorded_input
 from .images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
-from .metrics import METRICS_NAME, PREDICTIONS_NAME, compute_metrics, read_predictions, write_evaluation
+from .metrics import (METRICS_NAME, PREDICTIONS_NAME, compute_metrics, read_predictions, run_finished,
+                      write_evaluation)
 
 if TYPE_CHECKING:  # the heavy modules load only when a model of their kind does
     from .baselines import ClassicalModel
@@ -153,7 +154,7 @@ def trained_model_file(path: str | Path) -> Path:
     if found is None:
         raise UserError(f"{path} holds no trained model ({DEEP_FILE} or {CLASSICAL_FILE}); train one with "
                         "vgg16.py, resnet50.py, vits.py or ml-baselines.py, or point --model at its folder")
-    if not (folder / METRICS_NAME).is_file():
+    if not run_finished(folder):
         raise UserError(f"{folder} holds {found.name} but no {METRICS_NAME}: its training run did not finish, so it "
                         "is not a trained model; continue it with --resume or train it again")
     return found

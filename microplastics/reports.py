@@ -84,7 +84,7 @@ def model_dirs(results_dir: Path, wanted: Sequence[str] | None) -> tuple[list[Pa
         candidates = sorted(p for p in results_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     found = []
     for folder in candidates:
-        if (folder / metrics.METRICS_NAME).is_file():
+        if metrics.run_finished(folder):
             found.append(folder)
         else:
             notes.append(f"{folder.name}: no metrics.json in {folder}, left out of the report "

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
-from microplastics import extraction, gradcam, iou, predict, preprocess, reports, robustness
+from microplastics import extraction, fileio, gradcam, iou, predict, preprocess, reports, robustness
 from microplastics.baselines import main as baselines_main
 from microplastics.cli import run
 from microplastics.train import main_for
@@ -71,6 +71,16 @@ def in_process(main, argv: list[str], capsys) -> tuple[int, str]:
     with pytest.raises(SystemExit) as info:
         run(main, argv)
     return int(info.value.code), capsys.readouterr().err
+
+
+def assert_one_error_in_process(main, argv: list[str], capsys, *needles: str) -> str:
+    """``assert_one_error`` for a stage's main run in this process (saves an interpreter start)."""
+    code, err = in_process(main, argv, capsys)
+    assert code == 2 and "Traceback" not in err, (code, err[-2000:])
+    assert err.count("\n") == 1 and err.startswith("error: "), err[-2000:]
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err.strip()
 
 
 STAGE_MAINS = {"data-extraction.py": extraction.main, "data-preprocessing.py": preprocess.main,
@@ -166,22 +176,34 @@ def _tampered_best(best: dict, kind: str, marker: Path) -> dict:
     ("no-arch", ("'arch' is missing",)),
     ("class-count", ("do not fit", "5 classes")),
 ])
-def test_a_bad_best_pt_is_one_line(results, processed_dir, tmp_path, kind, needles):
+def test_a_bad_best_pt_is_one_line(results, processed_dir, tmp_path, kind, needles, capsys):
     marker = tmp_path / "pwned"
     path = results / DEEP / "best.pt"
     torch.save(_tampered_best(torch.load(path, weights_only=True), kind, marker), path)
     assert not marker.exists()
     before = snapshot(tmp_path)
-    proc = run_script("prediction.py", "--model", str(results / DEEP), "--input", crop_of(processed_dir),
-                      "--device", "cpu")
-    line = assert_one_error(proc, *needles)
+    argv = ["--model", str(results / DEEP), "--input", crop_of(processed_dir), "--device", "cpu"]
+    if kind == "malicious":
+        line = assert_one_error(run_script("prediction.py", *argv), *needles)
+    else:
+        line = assert_one_error_in_process(predict.main, argv, capsys, *needles)
     assert "weights_only=False" not in line and "weights_only` set to `False" not in line
     assert not marker.exists() and snapshot(tmp_path) == before
 
 
+def test_a_malicious_weights_file_is_one_line(processed_dir, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "weights.pt"
+    torch.save({"conv1.weight": Payload(marker)}, evil)
+    code, err = in_process(main_for("resnet50"), ["--data", str(processed_dir), "--results", str(tmp_path / "r"),
+                                                  *TINY_DEEP, "--weights", str(evil)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "must not be loaded unsafely" in err
+    assert "weights_only" not in err and not marker.exists() and not (tmp_path / "r" / DEEP).exists()
+
+
 # ---------------------------------------------------------------- grad-cam never deletes what it did not write
 
-def test_grad_cam_keeps_files_it_did_not_write(results, processed_dir, tmp_path):
+def test_grad_cam_keeps_files_it_did_not_write(results, processed_dir, tmp_path, capsys):
     model = str(results / DEEP)
     flags = ["--n", "2", "--device", "cpu", "--data", str(processed_dir)]
     mine = tmp_path / "mine"
@@ -192,19 +214,18 @@ def test_grad_cam_keeps_files_it_did_not_write(results, processed_dir, tmp_path)
     before = snapshot(tmp_path)
     assert_one_error(run_script("grad-cam.py", "--model", model, "--out", str(mine), *flags),
                      "not an earlier Grad-CAM output")
-    assert_one_error(run_script("grad-cam.py", "--model", model, "--out", str(afile), *flags), "is a file")
+    assert_one_error_in_process(gradcam.main, ["--model", model, "--out", str(afile), *flags], capsys, "is a file")
     assert snapshot(tmp_path) == before
     # its own output, and a rerun over it, are fine; another model's output is refused
     for _ in range(2):
-        done = run_script("grad-cam.py", "--model", model, *flags)
-        assert done.returncode == 0, done.stderr[-2000:]
+        assert in_process(gradcam.main, ["--model", model, *flags], capsys)[0] == 0
     owner = json.loads((results / DEEP / "gradcam" / "gradcam.json").read_text())
     assert owner["model"] == str((results / DEEP).resolve()) and "overview.png" in owner["files"]
     other = Path(shutil.copytree(results / DEEP, tmp_path / "other_model"))
     shutil.rmtree(other / "gradcam")
     kept = snapshot(results / DEEP / "gradcam")
-    assert_one_error(run_script("grad-cam.py", "--model", str(other), "--out", str(results / DEEP / "gradcam"),
-                                *flags), "not an earlier Grad-CAM output")
+    assert_one_error_in_process(gradcam.main, ["--model", str(other), "--out", str(results / DEEP / "gradcam"),
+                                               *flags], capsys, "not an earlier Grad-CAM output")
     assert snapshot(results / DEEP / "gradcam") == kept
 
 
@@ -260,19 +281,43 @@ def test_a_killed_run_keeps_the_finished_one_and_resumes(results, processed_dir)
     assert json.loads((results / DEEP / "metrics.json").read_text())["epochs_run"] == 1
 
 
+def test_only_the_staging_folders_of_dead_processes_are_removed(tmp_path, capsys):
+    final = tmp_path / "model"
+    make = f"from microplastics import fileio; print(fileio.staging_dir({str(final)!r}), flush=True)"
+    live_proc = subprocess.Popen([sys.executable, "-c", make + "; import time; time.sleep(120)"], cwd=ROOT,
+                                 stdout=subprocess.PIPE, text=True)
+    try:
+        live = Path(live_proc.stdout.readline().strip())
+        dead = Path(subprocess.run([sys.executable, "-c", make], cwd=ROOT, capture_output=True, text=True,
+                                   check=True).stdout.strip())
+        assert live.is_dir() and dead.is_dir() and live != dead
+        assert fileio.stale_staging_dirs(final) == [dead]
+        mine = fileio.staging_dir(final)
+        assert f"note: removed {dead}" in capsys.readouterr().err
+        assert not dead.exists() and live.is_dir() and mine.is_dir()
+        fileio.replace_dir(mine, final)
+        assert final.is_dir() and not list(final.iterdir())  # the lock file does not travel with the folder
+    finally:
+        live_proc.kill()
+        live_proc.wait()
+    assert fileio.stale_staging_dirs(final) == [live]  # its process is gone now
+
+
 # ---------------------------------------------------------------- only finished runs are models
 
-def test_a_half_trained_folder_is_not_a_model(results, processed_dir, tmp_path):
+def test_a_half_trained_folder_is_not_a_model(results, processed_dir, tmp_path, capsys):
     (results / DEEP / "metrics.json").unlink()  # best.pt and last.pt, but the run never finished
     before = snapshot(tmp_path)
     runs = [run_script("prediction.py", "--model", str(results / DEEP), "--input", crop_of(processed_dir),
                        "--device", "cpu"),
-            run_script("prediction.py", "--models", DEEP, "--results", str(results), "--device", "cpu"),
             run_script("robustness.py", "--data", str(processed_dir), "--results", str(results), "--model", DEEP,
-                       "--apply-to", "crop", "--device", "cpu"),
-            run_script("grad-cam.py", "--model", str(results / DEEP), "--device", "cpu")]
+                       "--apply-to", "crop", "--device", "cpu")]
     for proc in runs:
         assert_one_error(proc, "did not finish")
+    assert_one_error_in_process(predict.main, ["--models", DEEP, "--results", str(results), "--device", "cpu"],
+                                capsys, "did not finish")
+    assert_one_error_in_process(gradcam.main, ["--model", str(results / DEEP), "--device", "cpu"], capsys,
+                                "did not finish")
     assert snapshot(tmp_path) == before
 
 
@@ -305,9 +350,12 @@ def test_bad_metrics_or_predictions_are_one_line(results, processed_dir, tmp_pat
         content = json.dumps({**json.loads(path.read_text()), "accuracy": "high"}).encode()
     path.write_bytes(content)
     before = snapshot(tmp_path)
-    assert_one_error(run_script("ml-IOU.py", "--results", str(results)), needle)
-    code, err = in_process(reports.main, ["--results", str(results), "--data", str(processed_dir)], capsys)
-    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and needle in err
+    if name == "predictions.csv" or content == b"":  # through the script; the others in-process
+        assert_one_error(run_script("ml-IOU.py", "--results", str(results)), needle)
+    else:
+        assert_one_error_in_process(iou.main, ["--results", str(results)], capsys, needle)
+    assert_one_error_in_process(reports.main, ["--results", str(results), "--data", str(processed_dir)], capsys,
+                                needle)
     assert snapshot(tmp_path) == before
 
 
@@ -356,9 +404,8 @@ def test_float_flags_must_be_finite(tmp_path, processed_dir, capsys):
              ("robustness.py", ["--results", str(tmp_path), "--margin", "-nan"]),
              ("data-preprocessing.py", ["--output", str(results), "--val-fraction", "inf"])]
     for script, argv in cases:
-        code, err = in_process(STAGE_MAINS[script], argv, capsys)
-        assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), (script, err)
-        assert f"{argv[-1]!r} is not a finite number" in err and f"see {script} --help" in err
+        assert_one_error_in_process(STAGE_MAINS[script], argv, capsys, f"{argv[-1]!r} is not a finite number",
+                                    f"see {script} --help")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -375,7 +422,7 @@ def test_argparse_errors_are_one_line(capsys):
         assert err.rstrip().endswith(f"see {script} --help") and "usage:" not in err
 
 
-def test_output_paths_under_a_file_are_one_line(results, processed_dir, tmp_path):
+def test_output_paths_under_a_file_are_one_line(results, processed_dir, tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("mine")
     before = snapshot(tmp_path)
@@ -385,9 +432,11 @@ def test_output_paths_under_a_file_are_one_line(results, processed_dir, tmp_path
          "--results"),
         (run_script("resnet50.py", "--data", str(processed_dir), "--results", str(afile), *TINY_DEEP), "--results"),
         (run_script("prediction.py", "--model", str(results / "rf"), "--input", crop, "--out", str(afile)), "--out"),
-        (run_script("prediction.py", "--model", str(results / "rf"), "--input", crop, "--csv", str(tmp_path)),
-         "--csv"),
     ]
     for proc, flag in cases:
-        assert_one_error(proc, flag)
+        assert_one_error(proc, flag, f"{afile} is a file")
+    assert_one_error_in_process(predict.main, ["--model", str(results / "rf"), "--input", crop, "--csv",
+                                               str(tmp_path)], capsys, f"--csv {tmp_path} is a folder")
+    assert_one_error_in_process(predict.main, ["--model", str(results / "rf"), "--photos", str(tmp_path), "--out",
+                                               str(afile / "sub")], capsys, f"{afile} is a file")
     assert snapshot(tmp_path) == before
