@@ -85,7 +85,8 @@ def assert_one_error_in_process(main, argv: list[str], capsys, *needles: str) ->
 
 STAGE_MAINS = {"data-extraction.py": extraction.main, "data-preprocessing.py": preprocess.main,
                "ml-baselines.py": baselines_main, "ml-IOU.py": iou.main, "vgg16.py": main_for("vgg16"),
-               "resnet50.py": main_for("resnet50"), "vits.py": main_for("vit_b_16"), "prediction.py": predict.main,
+               "resnet50.py": main_for("resnet50"), "vits.py": main_for("vit_b_16"),
+               "efficientnet.py": main_for("efficientnet_lite0"), "prediction.py": predict.main,
                "grad-cam.py": gradcam.main, "report.py": reports.main, "robustness.py": robustness.main}
 
 
