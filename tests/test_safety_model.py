@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import pytest
@@ -66,16 +67,16 @@ def snapshot(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*"))}
 
 
-def in_process(main, argv: list[str], capsys) -> tuple[int, str]:
-    """A stage's main run as its script runs it (``cli.run``): exit status and stderr."""
-    with pytest.raises(SystemExit) as info:
+def in_process(main, argv: list[str], capsys, script: str = "script.py") -> tuple[int, str]:
+    """A stage's main run as ``script`` runs it (``cli.run``, that name in sys.argv[0]): exit status and stderr."""
+    with pytest.raises(SystemExit) as info, mock.patch.object(sys, "argv", [script, *argv]):
         run(main, argv)
     return int(info.value.code), capsys.readouterr().err
 
 
-def assert_one_error_in_process(main, argv: list[str], capsys, *needles: str) -> str:
+def assert_one_error_in_process(main, argv: list[str], capsys, *needles: str, script: str = "script.py") -> str:
     """``assert_one_error`` for a stage's main run in this process (saves an interpreter start)."""
-    code, err = in_process(main, argv, capsys)
+    code, err = in_process(main, argv, capsys, script)
     assert code == 2 and "Traceback" not in err, (code, err[-2000:])
     assert err.count("\n") == 1 and err.startswith("error: "), err[-2000:]
     for needle in needles:
@@ -402,11 +403,11 @@ def test_float_flags_must_be_finite(tmp_path, processed_dir, capsys):
     cases = [("resnet50.py", ["--results", str(results), "--lr", "inf"]),
              ("grad-cam.py", ["--model", str(tmp_path), "--alpha", "nan"]),
              ("prediction.py", ["--model", str(tmp_path), "--input", "x", "--margin", "inf"]),
-             ("robustness.py", ["--results", str(tmp_path), "--margin", "-nan"]),
+             ("robustness.py", ["--results", str(tmp_path), "--margin", "NaN"]),
              ("data-preprocessing.py", ["--output", str(results), "--val-fraction", "inf"])]
     for script, argv in cases:
         assert_one_error_in_process(STAGE_MAINS[script], argv, capsys, f"{argv[-1]!r} is not a finite number",
-                                    f"see {script} --help")
+                                    f"see {script} --help", script=script)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -418,7 +419,7 @@ def test_argparse_errors_are_one_line(capsys):
         if script not in STAGE_MAINS:
             assert_one_error(run_script(script, "--no-such-flag", timeout=120), f"see {script} --help")
             continue
-        code, err = in_process(STAGE_MAINS[script], ["--no-such-flag"], capsys)
+        code, err = in_process(STAGE_MAINS[script], ["--no-such-flag"], capsys, script)
         assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {script}: "), (script, err)
         assert err.rstrip().endswith(f"see {script} --help") and "usage:" not in err
 
