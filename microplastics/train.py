@@ -340,8 +340,19 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any], info: engine.DistInfo) -
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
         raise
+    keep_later_outputs(out_dir, work_dir)
     fileio.replace_dir(work_dir, out_dir)
     return code
+
+
+def keep_later_outputs(out_dir: Path, work_dir: Path) -> None:
+    """Move what other stages wrote into the old model folder (Grad-CAM maps, predictions on new
+    photos, robustness scores...) into the new one: the swap replaces only a training run's files."""
+    if not out_dir.is_dir():
+        return
+    for item in out_dir.iterdir():
+        if item.name not in OUTPUT_FILES and not (work_dir / item.name).exists():
+            os.replace(item, work_dir / item.name)
 
 
 def resume_source(out_dir: Path) -> Path:

@@ -255,6 +255,8 @@ def _kill_when_checkpointed(cmd: list[str], results: Path) -> Path:
 
 
 def test_a_killed_run_keeps_the_finished_one_and_resumes(results, processed_dir):
+    (results / DEEP / "external").mkdir()  # what a later stage wrote into the model folder
+    (results / DEEP / "external" / "particles.csv").write_text("photo,pred\n")
     finished = snapshot(results / DEEP)
     cmd = [sys.executable, str(ROOT / "resnet50.py"), "--data", str(processed_dir), "--results", str(results),
            *TINY_DEEP, "--epochs", "100000", "--patience", "100000", "--lr", "1e-3"]
@@ -272,6 +274,7 @@ def test_a_killed_run_keeps_the_finished_one_and_resumes(results, processed_dir)
     assert not staging.exists() and not list(results.glob(f".{DEEP}.partial.*"))
     assert len(pd.read_csv(results / DEEP / "history.csv")) == epochs_done
     assert json.loads((results / DEEP / "metrics.json").read_text())["epochs_run"] == epochs_done
+    assert (results / DEEP / "external" / "particles.csv").read_text() == "photo,pred\n"  # carried over
 
     # a killed run's staging folder is removed, with a note, by the next fresh run
     staging = _kill_when_checkpointed(cmd, results)
