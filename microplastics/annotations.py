@@ -19,12 +19,14 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from .cli import UserError
+from .dataset import name_problem, short_digest
 from .images import is_image_file
 
 FORMATS = ("auto", "deepparticle", "yolo")
 BOX_COLUMNS = ("minr", "minc", "maxr", "maxc")
 TO_REMOVE_NAME = "to_remove.txt"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_CROP_STEM = 80  # characters of a crop file name before '.png'; longer names end in a hash instead
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,17 @@ def _list_photos(col: _Collector, folder: Path) -> list[Path]:
 
 def _make_record(col: _Collector, photo: Path, size: tuple[int, int], box_id: str,
                  box: tuple[int, int, int, int], label: str | None, item: str, original: str = "") -> None:
-    """Clamp ``box`` to the image and keep it, or skip it when nothing is left."""
+    """Check the class name, clamp ``box`` to the image and keep it; or skip it, with the reason.
+
+    Every record of every layout passes here, so a class name (which becomes a folder name
+    under each split) is checked in this one place: '../x', '/abs', 'a/b' or a 300-character
+    name never reaches a path.
+    """
+    if label is not None:
+        problem = name_problem(label)
+        if problem:
+            col.skip(item, f"bad class: {label[:60]!r} ({problem})")
+            return
     height, width = size
     minr, minc, maxr, maxc = box
     clamped = (max(0, minr), max(0, minc), min(height, maxr), min(width, maxc))
@@ -192,17 +204,23 @@ def _make_record(col: _Collector, photo: Path, size: tuple[int, int], box_id: st
         return
     if clamped != box:
         col.clamped.append(item)
-    crop_name = f"{safe_name(photo.stem)}__{safe_name(box_id)}.png"
-    col.records.append(BoxRecord(photo, box_id, *clamped, label, crop_name))
+    col.records.append(BoxRecord(photo, box_id, *clamped, label, crop_file_name(photo.name, box_id)))
     col.originals.append(original)
 
 
-def _clean_label(raw: str) -> str | None:
-    """The class part of a DeepParticle ``class`` value (before the first '/'), or None."""
-    label = raw.split("/", 1)[0].strip()
-    if not label or label in (".", "..") or "\\" in label:
-        return None
-    return label
+def crop_file_name(photo_name: str, box_id: str) -> str:
+    """``<photo stem>__<box ID>.png`` with unsafe characters replaced; a name that would be too long
+    for a file system keeps its start and ends in a hash of the whole (the manifest keeps the
+    photo name and box ID as they were)."""
+    stem = f"{safe_name(Path(photo_name).stem)}__{safe_name(box_id)}"
+    if len(stem) > _MAX_CROP_STEM:
+        stem = f"{stem[: _MAX_CROP_STEM - 17]}-{short_digest(photo_name + chr(0) + box_id)}"
+    return f"{stem}.png"
+
+
+def _clean_label(raw: str) -> str:
+    """The class part of a DeepParticle ``class`` value (before the first '/'); checked in _make_record."""
+    return raw.split("/", 1)[0].strip()
 
 
 def _unique_crop_names(records: list[BoxRecord]) -> list[BoxRecord]:
@@ -354,9 +372,6 @@ def _tsv_row(col: _Collector, photo: Path, tsv: Path, size: tuple[int, int], ind
     if "class" in row:
         raw = str(row["class"])
         label = _clean_label(raw)
-        if label is None:
-            col.skip(item, f"bad class: {raw!r}")
-            return
         original = raw.split("/", 1)[1].strip() if "/" in raw else ""
     box_id = str(row.get("id", "")).strip() or str(index)
     _make_record(col, photo, size, box_id, tuple(box), label, item, original)
@@ -394,8 +409,11 @@ def _read_yolo(col: _Collector, require_label: bool) -> None:
             col.skip(label_file, "no photo for this label file")
 
 
-def _yolo_names(root: Path, require_label: bool) -> list[str] | None:
-    """Class names by index from data.yaml (a list, or a mapping index -> name)."""
+def _yolo_names(root: Path, require_label: bool) -> dict[int, str] | None:
+    """Class names by index from data.yaml: a list, or a mapping index -> name (gaps allowed).
+
+    The names are checked with every box, in _make_record, like the classes of a TSV.
+    """
     path = next((root / n for n in ("data.yaml", "data.yml") if (root / n).is_file()), None)
     if path is None:
         if require_label:
@@ -403,22 +421,41 @@ def _yolo_names(root: Path, require_label: bool) -> list[str] | None:
                             "(names: [...])")
         return None
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file (not UTF-8); it must be YAML listing the class "
+                        "names (names: [...])") from None
     except yaml.YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from err
+        raise UserError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     names = data.get("names") if isinstance(data, dict) else None
-    if isinstance(names, dict):
-        names = [names[k] for k in sorted(names, key=int)]
-    if not isinstance(names, list) or not names:
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict) or not names:
         if require_label:
             raise UserError(f"{path} has no 'names' list of class names")
         return None
-    return [str(n) for n in names]
+    return {_class_index(path, key): _class_text(path, key, name) for key, name in names.items()}
+
+
+def _class_index(path: Path, key: object) -> int:
+    """A names key of data.yaml as a class index: a whole number >= 0 (YAML may give it as text)."""
+    text = str(key).strip()
+    if isinstance(key, bool) or not (isinstance(key, int) or (text.isascii() and text.isdigit())) or int(text) < 0:
+        raise UserError(f"{path}: the names mapping has the key {text[:40]!r}; its keys must be the class "
+                        "indices 0, 1, 2, ... of the label files")
+    return int(text)
+
+
+def _class_text(path: Path, key: object, name: object) -> str:
+    if isinstance(name, bool) or not isinstance(name, (str, int, float)):
+        raise UserError(f"{path}: class {key} is {str(name)[:40]!r}, not a name; write names: [fiber, film, ...]")
+    return str(name).strip()
 
 
 def _read_label_file(col: _Collector, photo: Path, label_file: Path, size: tuple[int, int],
-                     names: list[str] | None) -> None:
-    lines = [ln for ln in label_file.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+                     names: dict[int, str] | None) -> None:
+    # utf-8-sig: a byte-order mark (some Windows editors write one) is not part of the first class index.
+    lines = [ln for ln in label_file.read_text(encoding="utf-8-sig", errors="replace").splitlines() if ln.strip()]
     if not lines:
         col.skip(label_file, "no boxes")
         return
@@ -433,7 +470,7 @@ def _read_label_file(col: _Collector, photo: Path, label_file: Path, size: tuple
 
 
 def _parse_yolo_line(line: str, size: tuple[int, int],
-                     names: list[str] | None) -> tuple[str | None, tuple[int, int, int, int]] | str:
+                     names: dict[int, str] | None) -> tuple[str | None, tuple[int, int, int, int]] | str:
     """(label, box) from ``class xc yc w h`` (or a polygon ``class x1 y1 x2 y2 ...``); a reason on failure."""
     parts = line.split()
     try:
@@ -442,7 +479,7 @@ def _parse_yolo_line(line: str, size: tuple[int, int],
         class_id = int(parts[0])
     except (ValueError, ZeroDivisionError, IndexError):
         return f"bad number: {line.strip()!r}"
-    if names is not None and not 0 <= class_id < len(names):
+    if names is not None and class_id not in names:
         return f"bad class: index {class_id} not in data.yaml names"
     label = names[class_id] if names is not None else None
     height, width = size

@@ -7,6 +7,7 @@ a staging folder beside --out and renamed into place only when complete.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Sequence
 
 from microplastics import archive, download, fileio
 from microplastics.cli import ArgumentParser, UserError, finite_float
+from microplastics.images import is_image_file
 
 OFFLINE_REMEDY = ("check the network and run again (a partial download resumes), or unpack an archive you "
                   "already have with --archive PATH, or generate test data with --synthetic")
@@ -51,6 +53,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                              f"{download.FIGSHARE_API})")
     parser.add_argument("--timeout", type=finite_float, default=60.0, metavar="SECONDS",
                         help="seconds to wait for the server before giving up (default: 60)")
+    parser.add_argument("--max-unpacked-gb", type=finite_float, default=archive.MAX_UNPACKED_BYTES / 10**9, metavar="GB",
+                        help="refuse an archive that would unpack to more than this many GB (default: "
+                             f"{archive.MAX_UNPACKED_BYTES / 10**9:g}); archives that expand more than "
+                             f"{archive.MAX_RATIO} times their size are refused whatever this says")
     parser.add_argument("--n-images", type=int, default=60, metavar="N",
                         help="with --synthetic: how many photos to generate (default: 60)")
     parser.add_argument("--seed", type=int, default=42, metavar="N", help="with --synthetic: random seed (default: 42)")
@@ -72,6 +78,12 @@ def find_dataset_root(folder: str | os.PathLike) -> Path | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     out: Path = args.out or Path(args.subset)
+    fileio.check_output_dir(out, "--out")
+    fileio.check_output_dir(args.cache_dir, "--cache-dir")
+    if not (math.isfinite(args.max_unpacked_gb) and args.max_unpacked_gb > 0):
+        raise UserError(f"--max-unpacked-gb must be a number above 0, got {args.max_unpacked_gb}")
+    if args.archive is not None:
+        archive.check_archive_path(args.archive)
     if out.exists() and not args.force:
         raise UserError(f"{out} already exists; pass --force to replace it, or choose another --out")
     _check_out(out, {"the current folder": Path.cwd(), "--cache-dir": args.cache_dir, "--archive": args.archive})
@@ -94,9 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _summary(out: Path, source: str) -> str:
-    photos = sum(1 for p in (out / "raw_img").iterdir() if p.is_file() and not p.name.startswith("."))
+    files = [p for p in (out / "raw_img").iterdir() if p.is_file() and not p.name.startswith(".")]
+    photos = sum(1 for p in files if is_image_file(p))
+    others = f" (and {len(files) - photos} other files)" if len(files) > photos else ""
     tables = sum(1 for _ in (out / "annotation").glob("*.tsv"))
-    return f"{out}: {photos} photos in raw_img/, {tables} annotation files in annotation/ (from {source})"
+    return f"{out}: {photos} photos in raw_img/{others}, {tables} annotation files in annotation/ (from {source})"
 
 
 def _check_out(out: Path, keep: dict[str, Path | None]) -> None:
@@ -111,15 +125,17 @@ def _fill(args: argparse.Namespace, staging: Path) -> str:
     """Put the chosen source's files into ``staging``; return a short description of the source."""
     if args.synthetic:
         return _fill_synthetic(staging / "synthetic", args.n_images, args.seed)
+    max_bytes = int(args.max_unpacked_gb * 10**9)
     if args.archive is not None:
-        archive.unpack(args.archive, staging)
+        archive.unpack(args.archive, staging, max_bytes)
         return str(args.archive)
     if args.source == "gdrive":
-        return _fill_gdrive(staging, args.subset, args.cache_dir)
-    return _fill_figshare(staging, args.subset, args.cache_dir, args.api_url, args.timeout)
+        return _fill_gdrive(staging, args.subset, args.cache_dir, max_bytes)
+    return _fill_figshare(staging, args.subset, args.cache_dir, args.api_url, args.timeout, max_bytes)
 
 
-def _fill_figshare(staging: Path, subset: str, cache_dir: Path, api_url: str, timeout: float) -> str:
+def _fill_figshare(staging: Path, subset: str, cache_dir: Path, api_url: str, timeout: float,
+                   max_bytes: int) -> str:
     entry = download.choose_file(download.figshare_files(api_url=api_url, timeout=timeout), subset)
     if not entry.get("download_url"):
         raise UserError(f"the figshare API lists {entry.get('name')} without a download_url; "
@@ -128,11 +144,11 @@ def _fill_figshare(staging: Path, subset: str, cache_dir: Path, api_url: str, ti
     path = download.download(entry["download_url"], cache_dir / str(entry["name"]),
                              size=int(size) if size is not None else None,
                              md5=download.expected_md5(entry), timeout=timeout)
-    archive.unpack(path, staging)
+    archive.unpack(path, staging, max_bytes)
     return str(path)
 
 
-def _fill_gdrive(staging: Path, subset: str, cache_dir: Path) -> str:
+def _fill_gdrive(staging: Path, subset: str, cache_dir: Path, max_bytes: int) -> str:
     # The mirror may hold the photo folders themselves or the subset's archive; accept both.
     folder = cache_dir / "gdrive"
     paths = download.gdrive_folder(download.GDRIVE_FOLDER, folder)
@@ -143,7 +159,7 @@ def _fill_gdrive(staging: Path, subset: str, cache_dir: Path) -> str:
     if not archives:
         raise UserError(f"the Google Drive folder has neither raw_img/ and annotation/ nor a {subset} archive; "
                         f"it has: {', '.join(sorted(p.name for p in paths))}")
-    archive.unpack(archives[0], staging)
+    archive.unpack(archives[0], staging, max_bytes)
     return str(archives[0])
 
 

@@ -21,13 +21,46 @@ class ImageReadError(ValueError):
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Load an image as an (H, W, 3) uint8 RGB array; grey and RGBA are converted."""
+    """Load an image as an (H, W, 3) uint8 RGB array; grey, RGBA, 16-bit and float images are converted.
+
+    Raises ImageReadError for a file that is not an image, and for pixel values that have no
+    8-bit meaning (a float image outside 0..1, a 32-bit one beyond 16 bits).
+    """
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode.startswith(("I", "F")):  # I;16*, I (32-bit int) and F (32-bit float) are one channel
+                grey = to_uint8(np.asarray(img))
+                return np.repeat(grey[:, :, None], 3, axis=2)
             return np.asarray(img.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise ImageReadError(path, str(err)) from err
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """High-bit-depth pixels scaled to 0..255 by their type's range, never by clipping (ValueError
+    when the values have no 8-bit meaning).
+
+    PIL's convert("RGB") clips a 16-bit grey image to 255, so almost every pixel turns white.
+    16-bit values keep their top 8 bits (as PIL reads 16-bit RGB files); 32-bit integers are
+    taken as 16-bit when they fit in 0..65535; floats must lie in 0..1. The scale is fixed, not
+    stretched per image, so a darker photo stays darker than a brighter one.
+    """
+    if pixels.dtype == np.uint8:
+        return pixels
+    if np.issubdtype(pixels.dtype, np.floating):
+        if not np.isfinite(pixels).all():
+            raise ValueError("float image with NaN or infinite pixels")
+        low, high = float(pixels.min()), float(pixels.max())
+        if low < 0 or high > 1:
+            raise ValueError(f"float image with values {low:g}..{high:g}, outside 0..1; "
+                                     "save it as an 8- or 16-bit image")
+        return np.round(pixels * 255).astype(np.uint8)
+    low, high = int(pixels.min()), int(pixels.max())
+    if low < 0 or high > 65535:
+        raise ValueError(f"{pixels.dtype.itemsize * 8}-bit image with values {low}..{high}, outside "
+                                 "0..65535; save it as an 8- or 16-bit image")
+    return (pixels.astype(np.uint32) >> 8).astype(np.uint8)
 
 
 def is_image_file(path: str | Path) -> bool:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from . import fileio
 from .cli import ArgumentParser, UserError, finite_float
-from .dataset import lines_digest, recorded_input
+from .dataset import check_data_dir, lines_digest, recorded_input
 from .images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
 from .metrics import (METRICS_NAME, PREDICTIONS_NAME, compute_metrics, read_predictions, run_finished,
                       write_evaluation)
@@ -177,10 +177,7 @@ def resolve_data_dir(model_dir: str | Path, data: str | Path | None = None, reco
     """``data`` when given, else the processed folder the model was trained on (its config.json,
     else ``recorded``, e.g. the config stored in the checkpoint)."""
     if data is not None:
-        folder = Path(data)
-        if not folder.is_dir():
-            raise UserError(f"--data {folder} does not exist; pass the processed_MICRO folder the model was trained on")
-        return folder
+        return check_data_dir(data, "--data")
     recorded = model_config(model_dir).get("data") or recorded
     if not recorded:
         raise UserError(f"{model_dir}/config.json does not name the data folder; pass --data processed_MICRO")

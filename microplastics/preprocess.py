@@ -23,8 +23,9 @@ from tqdm import tqdm
 from .annotations import (FORMATS, AnnotationSet, BoxRecord, count_reasons, crop_box, read_annotations,
                           records_by_photo)
 from .cli import ArgumentParser, UserError, default_workers, finite_float
-from .dataset import MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, split_fingerprint
-from .fileio import staged_dir, write_json
+from .dataset import (MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, crop_path, manifest_digest,
+                      split_fingerprint)
+from .fileio import check_output_dir, staged_dir, write_json
 from .images import ImageReadError, read_rgb
 from .splits import (GROUP_BY, achieved_fractions, check_fractions, crop_split, crop_split_minimum, group_key,
                      group_split, small_classes)
@@ -103,6 +104,9 @@ def _check_settings(input_dir: Path, output_dir: Path, margin: float, val_fracti
     if group_by not in GROUP_BY:
         raise UserError(f"--group-by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
     fractions = check_fractions(val_fraction, test_fraction)
+    if input_dir.exists() and not input_dir.is_dir():
+        raise UserError(f"--input {input_dir} is a file, not a folder; pass the folder that holds raw_img/ and "
+                        "annotation/ (or images/ and labels/), e.g. the --out of data-extraction.py")
     if not input_dir.is_dir():
         raise UserError(f"input folder {input_dir} does not exist; run data-extraction.py first, or pass "
                         "--input with a MICRO folder (raw_img/ + annotation/) or a YOLO export (images/ + labels/)")
@@ -112,12 +116,11 @@ def _check_settings(input_dir: Path, output_dir: Path, margin: float, val_fracti
 
 def _check_output(input_dir: Path, output_dir: Path) -> None:
     """Refuse outputs whose replacement would delete the input or an unrelated folder."""
+    check_output_dir(output_dir, "--output")
     if output_dir == input_dir or output_dir in input_dir.parents or input_dir in output_dir.parents:
         raise UserError(f"--output {output_dir} overlaps --input {input_dir}; the output folder is "
                         "deleted and rebuilt, so choose a folder outside the input")
     if output_dir.exists():
-        if not output_dir.is_dir():
-            raise UserError(f"--output {output_dir} is a file; choose a folder")
         ours = (output_dir / MANIFEST_NAME).is_file() or (output_dir / SUMMARY_NAME).is_file()
         if not ours and any(output_dir.iterdir()):
             raise UserError(f"--output {output_dir} is a non-empty folder that data-preprocessing.py did "
@@ -140,8 +143,9 @@ def _build(annotations: AnnotationSet, staging: Path, fractions: tuple[float, fl
     manifest = _place_crops(records, groups, splits, staging)
     shutil.rmtree(staging / _CROPS)
     manifest.to_csv(staging / MANIFEST_NAME, index=False, lineterminator="\n")
-    return _summary(annotations, manifest, skipped, left_out, fractions, margin, group_by,
-                    min_class_crops, seed)
+    # Every later stage compares the manifest with this digest and refuses one edited afterwards.
+    return {**_summary(annotations, manifest, skipped, left_out, fractions, margin, group_by, min_class_crops,
+                       seed), "manifest_digest": manifest_digest(staging)}
 
 
 def _drop_small_classes(records: list[BoxRecord], group_by: str, min_class_crops: int,
@@ -204,7 +208,7 @@ def _place_crops(records: list[BoxRecord], groups: list[str], splits: Sequence[s
     """Move each crop into ``<split>/<label>/`` and return the manifest, sorted by path."""
     rows = []
     for rec, group, split in zip(records, groups, splits):
-        rel = f"{split}/{rec.label}/{rec.crop_name}"
+        rel = crop_path(split, rec.label, rec.crop_name)  # refuses any part that is not one plain name
         (staging / split / rec.label).mkdir(parents=True, exist_ok=True)
         os.replace(staging / _CROPS / rec.crop_name, staging / rel)
         rows.append((rel, rec.label, split, rec.photo.name, rec.minr, rec.minc, rec.maxr, rec.maxc,

@@ -409,6 +409,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.n_boot < 1:
         raise UserError(f"--n-boot must be at least 1, got {args.n_boot}")
+    if args.data.exists() and not args.data.is_dir():  # without --data there is no data section; a file is a mistake
+        dataset.check_data_dir(args.data, "--data")
     return args
 
 

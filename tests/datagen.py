@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from microplastics.dataset import manifest_digest
+
 CLASSES = ("foam", "hard", "line", "pellet")
 
 
@@ -67,7 +69,8 @@ def make_processed(root: str | Path, per_class: int | Sequence[int] = 12, size: 
     manifest = pd.DataFrame(rows)
     manifest.to_csv(root / "manifest.csv", index=False)
     counts_by = manifest.groupby(["split", "label"]).size()
+    # As data-preprocessing.py does, record the manifest's digest: every stage checks it.
     summary = {"counts": {s: {c: int(v) for c, v in counts_by[s].items()} for s in ("train", "val", "test")},
-               "skipped": {}}
+               "skipped": {}, "manifest_digest": manifest_digest(root)}
     (root / "summary.json").write_text(json.dumps(summary))
     return root

@@ -99,7 +99,7 @@ def test_damaged_and_unknown_archives_are_user_errors(tmp_path):
     (tmp_path / "MICRO.rar").write_bytes(b"x")
     with pytest.raises(UserError, match="not a supported archive"):
         archive.unpack(tmp_path / "MICRO.rar", tmp_path / "out")
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(UserError, match="does not exist"):
         archive.unpack(tmp_path / "missing.zip", tmp_path / "out")
 
 
