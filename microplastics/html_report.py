@@ -14,9 +14,9 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from . import fileio, stats
-from .reports import (SCORE_LABELS, SETTING_KEYS, ModelResult, Report, fmt, fmt_p, fmt_seconds,
-                      missing, per_class_frame)
+from . import caveats, fileio, stats
+from .reports import (SCORE_LABELS, SETTING_KEYS, ModelResult, Report, baseline_row, baseline_settings, fmt, fmt_p,
+                      fmt_seconds, interval_remark, is_exact, missing, per_class_frame)
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -34,6 +34,8 @@ td.diag{background:#f0f0f0;color:#999}.ci{display:block;font-size:11px;color:#5c
 .scroll{overflow-x:auto}.gallery{display:flex;flex-wrap:wrap;gap:14px}
 figure{margin:0;background:#fff;border:1px solid #dde3ea;padding:8px;max-width:100%}
 figure img{display:block;max-width:100%;height:auto}figcaption{font-weight:600;margin-bottom:4px}
+.banner{font-size:17px;font-weight:700;background:#fde2e1;border-left:6px solid #c92a2a;padding:12px 16px;margin:14px 0}
+.warn{display:block;font-size:11px;color:#c92a2a;font-weight:600}tr.reference td{background:#f3f4f6;font-style:italic}
 .gallery.small figure{width:360px}.gallery.half figure{width:calc(50% - 26px)}.gallery.wide figure{width:100%}
 """
 
@@ -76,19 +78,20 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], classes: Sequenc
 
 
 def frame_table(frame: pd.DataFrame, index_name: str = "", highlight: bool = False, digits: int = 3,
-                lower_better: Iterable[str] = ()) -> str:
+                lower_better: Iterable[str] = (), unranked: dict[str, str] | None = None) -> str:
     """A DataFrame as a table; with ``highlight`` the best number of each column is marked
-    (the highest, or the lowest for the columns named in ``lower_better``)."""
-    lower = set(lower_better)
+    (the highest, or the lowest for the columns named in ``lower_better``). The columns of
+    ``unranked`` are never marked; their header gets the given (pre-escaped) mark."""
+    lower, unranked = set(lower_better), unranked or {}
     flags = {c: best_flags(frame[c].tolist(), higher=c not in lower)
-             if highlight and pd.api.types.is_numeric_dtype(frame[c]) else [False] * len(frame)
+             if highlight and c not in unranked and pd.api.types.is_numeric_dtype(frame[c]) else [False] * len(frame)
              for c in frame.columns}
     rows, css = [], []
     for i, (idx, row) in enumerate(frame.iterrows()):
         rows.append([esc(idx)] + [esc(fmt(v, digits)) for v in row.tolist()])
         css.append(["name"] + ["best" if flags[c][i] else ("" if is_number(v) else "text")
                                for c, v in zip(frame.columns, row.tolist())])
-    return table([esc(index_name)] + [esc(c) for c in frame.columns], rows, css)
+    return table([esc(index_name)] + [esc(c) + unranked.get(c, "") for c in frame.columns], rows, css)
 
 
 def is_number(value: Any) -> bool:
@@ -222,11 +225,7 @@ def comparison_section(report: Report) -> str:
               "training time", "weights", "settings"]
     rows, css = [], []
     for i, (m, (_, row)) in enumerate(zip(report.models, table_frame.iterrows())):
-        cells = [esc(m.name), esc(fmt(row["n"]))]
-        for s in stats.SCORES:
-            low, high = row[f"{s}_low"], row[f"{s}_high"]
-            ci = "" if missing(low) else f"<span class=\"ci\">[{low:.3f}, {high:.3f}]</span>"
-            cells.append(f"{esc(fmt(row[s]))}{ci}")
+        cells = [model_cell(report, m), esc(fmt(row["n"]))] + [score_cell(row, s) for s in stats.SCORES]
         cells += [esc(fmt(row["epochs_run"])), esc(fmt(row["best_epoch"])), esc(fmt_seconds(row["train_seconds"])),
                   esc(fmt(row["weights"])), esc(row["settings"])]
         rows.append(cells)
@@ -234,8 +233,39 @@ def comparison_section(report: Report) -> str:
     intro = (f"<p class=\"muted\">Test split {esc(table_frame['split_fingerprint'].iloc[0])}. Every score is "
              f"recomputed from the model's predictions.csv (and agrees with its metrics.json); under it the 95% "
              f"interval from {report.n_boot} bootstrap resamples of the test crops (seed {report.seed}). "
-             "Ranked by macro F1; the best value of each column is green.</p>")
-    return section("comparison", "Model comparison", intro + table(header, rows, css) + settings_table(report))
+             f"Ranked by macro F1; the best value of each column is green.{esc(interval_remark(report))}</p>")
+    body = table(header, rows, css)
+    baseline = baseline_html_row(report)
+    if baseline:   # the reference row goes in last, outside the ranking and the green marks
+        body = body.replace("</tbody>", baseline + "</tbody>")
+    return section("comparison", "Model comparison", intro + body + settings_table(report))
+
+
+def model_cell(report: Report, m: ModelResult) -> str:
+    """The model's name, with a warning under it when it answers one class for most test crops."""
+    collapsed = report.cautions.collapsed.get(m.name)
+    return esc(m.name) + (f"<span class=\"warn\">⚠ {esc(collapsed.describe())}</span>" if collapsed else "")
+
+
+def score_cell(row: pd.Series, score: str) -> str:
+    """A score with its 95% interval under it, marked when the interval is the exact binomial one."""
+    low, high = row[f"{score}_low"], row[f"{score}_high"]
+    if missing(low):
+        return esc(fmt(row[score]))
+    exact = " exact" if is_exact(row, score) else ""
+    title = " title=\"Clopper-Pearson: every bootstrap resample scored the same\"" if exact else ""
+    return f"{esc(fmt(row[score]))}<span class=\"ci\"{title}>[{low:.3f}, {high:.3f}]{exact}</span>"
+
+
+def baseline_html_row(report: Report) -> str:
+    """The majority-class reference row of the comparison table, or nothing without predictions."""
+    row = baseline_row(report)
+    if row is None:
+        return ""
+    cells = [f"<td class=\"name\">{esc(report.cautions.baseline.name)}</td>", f"<td>{esc(fmt(row['n']))}</td>"]
+    cells += [f"<td>{score_cell(row, s)}</td>" for s in stats.SCORES]
+    cells += ["<td>–</td>"] * 4 + [f"<td class=\"text\">{esc(baseline_settings(report))}</td>"]
+    return f"<tr class=\"reference\">{''.join(cells)}</tr>"
 
 
 def settings_table(report: Report) -> str:
@@ -276,9 +306,25 @@ def significance_section(report: Report) -> str:
     return section("significance", "Pairwise significance", intro + table(["", *map(esc, names)], rows, css))
 
 
+def small_class_marks(report: Report) -> dict[str, str]:
+    """A dagger for each class with too few test crops to rank models on (its columns are never green)."""
+    return {c: f"<sup title=\"only {n} test crop(s)\">†</sup>" for c, n in report.cautions.small_classes.items()}
+
+
+def small_class_legend(report: Report) -> str:
+    small = report.cautions.small_classes
+    if not small:
+        return ""
+    listed = ", ".join(f"{c} ({n})" for c, n in small.items())
+    return (f"<p class=\"muted\">† fewer than {caveats.MIN_TEST_CROPS} test crops: {esc(listed)}. Too few to rank "
+            "models on; these columns are never marked best.</p>")
+
+
 def per_class_section(report: Report, page_dir: Path, notes: list[str]) -> str:
     f1 = per_class_frame(report.models, report.classes, "f1")
-    body = "<h3>F1 per class</h3>" + frame_table(f1, "model", highlight=True)
+    marks = small_class_marks(report)
+    body = small_class_legend(report) + "<h3>F1 per class</h3>" + frame_table(f1, "model", highlight=True,
+                                                                               unranked=marks)
     iou = per_class_frame(report.models, report.classes, "iou")
     source = "each model's predictions.csv"
     written = read_iou_table(report.results_dir / "iou.csv", report.classes)
@@ -290,7 +336,7 @@ def per_class_section(report: Report, page_dir: Path, notes: list[str]) -> str:
             notes.append("results/iou.csv does not match the models' predictions (rerun ml-IOU.py); "
                          "the IoU table shows values recomputed from predictions.csv")
     body += f"<h3>IoU per class</h3><p class=\"muted\">Label IoU (Jaccard), from {esc(source)}.</p>"
-    body += frame_table(iou, "model", highlight=True)
+    body += frame_table(iou, "model", highlight=True, unranked=marks)
     if (report.results_dir / "iou.png").is_file():
         body += gallery([("IoU per class", report.results_dir / "iou.png")], page_dir, "wide")
     return section("per-class", "Per class", body)
@@ -388,9 +434,16 @@ def render(report: Report, page: Path) -> str:
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>Microplastic classification: model comparison</title><style>{CSS}</style></head><body><main>"
-            f"<h1>Microplastic particle classification</h1><p class=\"muted\">{len(report.models)} models, "
+            f"<h1>Microplastic particle classification</h1>{banner_html(report)}"
+            f"<p class=\"muted\">{len(report.models)} models, "
             f"{esc(', '.join(report.classes))}; results in {esc(report.results_dir)}.</p><nav>{nav}</nav>"
             f"{lead(report)}{notes}{body}</main></body></html>\n")
+
+
+def banner_html(report: Report) -> str:
+    """What the data is, first thing on the page, when it was generated."""
+    banner = report.cautions.banner
+    return f"<p class=\"banner\">{esc(banner[0].upper() + banner[1:])}.</p>" if banner else ""
 
 
 NAV = [("data", "Data"), ("comparison", "Comparison"), ("significance", "Significance"),

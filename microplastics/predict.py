@@ -9,7 +9,8 @@ Three modes use it:
 - crops (``--model DIR --input PATH...``): one CSV row per crop image, ``path,pred,prob_<class>...``;
 - photos (``--model DIR --photos DIR``): every annotated particle of a MICRO-style folder or a YOLO
   export is cut out and classified (``classify_photos``); with labels, the set is scored
-  (``score_particles``) and written like a test split (metrics.json, confusion matrix).
+  (``score_particles``) and written like a test split (metrics.json, confusion matrix);
+  with ``--find`` the particles are found instead of read (``sample_report``, docs/find.md).
 """
 from __future__ import annotations
 
@@ -457,6 +458,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--batch-size", type=int, default=32, help="crops per forward pass")
     a("--seed", type=int, default=42, help="seed of the crops drawn for the grid")
     a("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="where deep models run")
+    from .sample_report import add_find_arguments
+
+    add_find_arguments(parser)
     return parser
 
 
@@ -487,11 +491,17 @@ def resolve_device(choice: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     mode = _check_args(args)
+    if args.find and mode != "photos":
+        raise UserError("--find works on photos: --model DIR --photos DIR --find")
     device = resolve_device(args.device)
     if mode == "grid":
         return run_grids(args, device)
     if mode == "input":
         return run_crops(args, device)
+    if args.find:
+        from .sample_report import run_find
+
+        return run_find(args, device)
     return run_photos(args, device)
 
 

@@ -27,6 +27,7 @@ from .dataset import (MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, cro
                       split_fingerprint)
 from .fileio import check_output_dir, staged_dir, write_json
 from .images import ImageReadError, read_rgb
+from .origin import read_origin
 from .splits import (GROUP_BY, achieved_fractions, check_fractions, crop_split, crop_split_minimum, group_key,
                      group_split, small_classes)
 
@@ -86,7 +87,8 @@ def preprocess(input_dir: str | Path, output_dir: str | Path, *, fmt: str = "aut
     if not annotations.records:
         raise UserError(f"no usable boxes in {input_dir}: {_reasons_line(annotations.skipped)}")
     with staged_dir(output_dir) as staging:
-        summary = {"input": str(input_dir.resolve()),
+        # origin: what the raw folder says it is (synthetic, downloaded...), None when it does not say
+        summary = {"input": str(input_dir.resolve()), "origin": read_origin(input_dir),
                    **_build(annotations, staging, fractions, margin, group_by, min_class_crops, seed, workers)}
         write_json(staging / SUMMARY_NAME, summary)
     return summary

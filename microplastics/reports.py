@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from . import dataset, fileio, metrics, stats
+from . import caveats, dataset, fileio, metrics, stats
 from .cli import ArgumentParser, UserError
 
 SCORE_LABELS = {
@@ -53,6 +53,16 @@ class ModelResult:
 
 
 @dataclass
+class Cautions:
+    """What keeps the table from misleading (see caveats.py): the data banner, the majority-class
+    row, the models that collapsed onto one class, and the classes too small to rank on."""
+    banner: str | None = None
+    baseline: ModelResult | None = None
+    collapsed: dict[str, caveats.Collapse] = field(default_factory=dict)
+    small_classes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class Report:
     """Everything the summary files and the HTML page show."""
     results_dir: Path
@@ -66,6 +76,7 @@ class Report:
     notes: list[str]
     n_boot: int
     seed: int
+    cautions: Cautions = field(default_factory=Cautions)
 
 
 # ---------------------------------------------------------------- reading model folders
@@ -119,11 +130,20 @@ def load_model(folder: Path, n_boot: int, seed: int) -> tuple[ModelResult, list[
         return ModelResult(name, folder, stored, config, classes, None, scores), notes
     try:
         scores = metrics.compute_metrics(predictions["true"], predictions["pred"], classes)
-        intervals = stats.bootstrap_intervals(predictions["true"], predictions["pred"], classes, n_boot, seed)
+        intervals = score_intervals(predictions, classes, n_boot, seed)
     except ValueError as err:
         raise UserError(f"{folder / metrics.PREDICTIONS_NAME}: {err}") from err
     metrics.check_agreement(name, scores, stored)
     return ModelResult(name, folder, stored, config, classes, predictions, scores, intervals), notes
+
+
+def score_intervals(predictions: pd.DataFrame, classes: Sequence[str], n_boot: int,
+                    seed: int) -> dict[str, stats.Interval]:
+    """Bootstrap intervals of every score; the exact binomial one for accuracy where the bootstrap's has
+    zero width (an accuracy of 0 or 1)."""
+    intervals = stats.bootstrap_intervals(predictions["true"], predictions["pred"], classes, n_boot, seed)
+    correct = int((predictions["true"] == predictions["pred"]).sum())
+    return stats.with_exact_accuracy(intervals, correct, len(predictions))
 
 
 def model_settings(metrics_json: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -141,12 +161,16 @@ def check_same_split(models: Sequence[ModelResult]) -> None:
     metrics.refuse_mixed_splits({m.name: metrics.split_key(m.metrics) for m in models}, "be ranked together")
 
 
-def data_split_note(models: Sequence[ModelResult], data_dir: Path) -> list[str]:
+def data_fingerprint(data_dir: Path) -> str | None:
+    """The test split fingerprint of a processed data folder; None without a manifest."""
+    if not (data_dir / dataset.MANIFEST_NAME).is_file():
+        return None
+    return dataset.split_fingerprint(dataset.load_manifest(data_dir))
+
+
+def data_split_note(models: Sequence[ModelResult], data_dir: Path, fingerprint: str | None) -> list[str]:
     """A note when the data folder shown is not the one the models were scored on."""
-    if not (data_dir / dataset.MANIFEST_NAME).is_file() or not models:
-        return []
-    fingerprint = dataset.split_fingerprint(dataset.load_manifest(data_dir))
-    if models[0].metrics.get("split_fingerprint") == fingerprint:
+    if fingerprint is None or not models or models[0].metrics.get("split_fingerprint") == fingerprint:
         return []
     return [f"the models' test split ({models[0].metrics.get('split_fingerprint')}) is not that of {data_dir} "
             f"({fingerprint}): the data summary below describes other data than the scores"]
@@ -207,7 +231,8 @@ def summary_frame(models: Sequence[ModelResult]) -> pd.DataFrame:
                     "train_seconds": m.metrics.get("train_seconds"),
                     "weights": m.metrics.get("weights", settings.get("weights")),
                     "image_size": settings.get("image_size"), "epochs": settings.get("epochs"),
-                    "split_fingerprint": m.metrics.get("split_fingerprint"), "settings": describe_settings(m)})
+                    "split_fingerprint": m.metrics.get("split_fingerprint"), "settings": describe_settings(m),
+                    "accuracy_interval": m.intervals["accuracy"].method if "accuracy" in m.intervals else None})
         rows.append(row)
     frame = pd.DataFrame(rows)
     for column in WHOLE_NUMBERS:
@@ -303,7 +328,12 @@ def fmt_score(row: pd.Series, score: str) -> str:
     point = fmt(row[score])
     if missing(low):
         return point
-    return f"{point} [{fmt(low)}, {fmt(high)}]"
+    return f"{point} [{fmt(low)}, {fmt(high)}]{' exact' if is_exact(row, score) else ''}"
+
+
+def is_exact(row: pd.Series, score: str) -> bool:
+    """Whether the row's interval of ``score`` is the exact binomial one, not the bootstrap's."""
+    return score == "accuracy" and row.get("accuracy_interval") == "exact"
 
 
 def fmt_p(p: float) -> str:
@@ -322,10 +352,33 @@ def comparison_rows(report: Report) -> tuple[list[str], list[list[str]]]:
               "weights", "settings"]
     rows = []
     for (_, row), m in zip(report.table.iterrows(), report.models):
-        rows.append([str(row["rank"]), m.name, fmt(row["n"]), *[fmt_score(row, s) for s in stats.SCORES],
-                     fmt(row["epochs_run"]), fmt(row["best_epoch"]), fmt_seconds(row["train_seconds"]),
-                     fmt(row["weights"]), row["settings"]])
+        rows.append([str(row["rank"]), model_label(report, m), fmt(row["n"]),
+                     *[fmt_score(row, s) for s in stats.SCORES], fmt(row["epochs_run"]), fmt(row["best_epoch"]),
+                     fmt_seconds(row["train_seconds"]), fmt(row["weights"]), row["settings"]])
+    baseline = baseline_row(report)
+    if baseline is not None:
+        rows.append(["–", report.cautions.baseline.name, fmt(baseline["n"]),
+                     *[fmt_score(baseline, s) for s in stats.SCORES], "–", "–", "–", "–",
+                     baseline_settings(report)])
     return header, rows
+
+
+def model_label(report: Report, m: ModelResult) -> str:
+    """The model's name, with the collapse warning beside it when it answers one class."""
+    collapsed = report.cautions.collapsed.get(m.name)
+    return f"{m.name} ⚠ {collapsed.describe()}" if collapsed else m.name
+
+
+def baseline_row(report: Report) -> pd.Series | None:
+    """The majority-class reference as a summary row (scores, intervals), or None without predictions."""
+    baseline = report.cautions.baseline
+    return None if baseline is None else summary_frame([baseline]).iloc[0]
+
+
+def baseline_settings(report: Report) -> str:
+    stored = report.cautions.baseline.metrics
+    return (f"reference: answers {stored['label']} (the {stored['majority_of']} split's most common class) "
+            "for every test crop")
 
 
 def mcnemar_rows(report: Report) -> tuple[list[str], list[list[str]]]:
@@ -342,11 +395,13 @@ def mcnemar_rows(report: Report) -> tuple[list[str], list[list[str]]]:
 
 def render_markdown(report: Report) -> str:
     header, rows = comparison_rows(report)
+    banner = report.cautions.banner
     parts = [
         "# Model comparison", "",
+        *([f"> **{banner[0].upper()}{banner[1:]}.**", ""] if banner else []),
         f"Test split {report.table['split_fingerprint'].iloc[0]}, scores recomputed from each model's "
         f"predictions.csv; 95% intervals from {report.n_boot} bootstrap resamples of the test crops "
-        f"(seed {report.seed}). Ranked by macro F1.", "",
+        f"(seed {report.seed}). Ranked by macro F1.{interval_remark(report)}", "",
         markdown_table(header, rows), "",
     ]
     m_header, m_rows = mcnemar_rows(report)
@@ -363,6 +418,78 @@ def render_markdown(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
+def interval_remark(report: Report) -> str:
+    """What the table's 'exact' marks and the baseline row are, when there are any."""
+    text = ""
+    if any(is_exact(row, "accuracy") for _, row in report.table.iterrows()):
+        text += (" An accuracy marked exact has the Clopper-Pearson interval instead: every bootstrap resample "
+                 "scored the same, a zero-width interval that would claim certainty.")
+    if report.cautions.baseline is not None:
+        text += (f" The last row, {report.cautions.baseline.name}, is the score of answering one class for every "
+                 "crop: a model must beat it to have learnt anything.")
+    return text
+
+
+# ---------------------------------------------------------------- cautions
+
+def true_labels(models: Sequence[ModelResult]) -> pd.DataFrame | None:
+    """path and true label of every test crop, from the first model that has predictions."""
+    return next((m.predictions[["path", "true"]] for m in models if m.predictions is not None), None)
+
+
+def majority_baseline(models: Sequence[ModelResult], classes: list[str], data_summary: dict[str, Any],
+                      same_data: bool, results_dir: Path, n_boot: int, seed: int) -> ModelResult | None:
+    """The majority-class reference, scored like the models; None when no model has predictions."""
+    test = true_labels(models)
+    if test is None:
+        return None
+    counts = caveats.train_counts(data_summary) if same_data else None
+    if counts and not set(counts) <= set(classes):
+        counts = None
+    label, split = caveats.majority_label(test["true"], counts)
+    predictions = caveats.majority_predictions(test, label)
+    scores = metrics.compute_metrics(predictions["true"], predictions["pred"], classes)
+    stored = {"model": caveats.BASELINE_NAME, "label": label, "majority_of": split, "weights": "n/a"}
+    return ModelResult(f"{caveats.BASELINE_NAME} ({label})", results_dir, stored, {}, classes, predictions,
+                       scores, score_intervals(predictions, classes, n_boot, seed))
+
+
+def build_cautions(models: Sequence[ModelResult], classes: list[str], data_summary: dict[str, Any],
+                   same_data: bool, results_dir: Path, n_boot: int, seed: int) -> Cautions:
+    test = true_labels(models)
+    totals = data_summary.get("totals") if isinstance(data_summary.get("totals"), dict) else {}
+    n_test = len(test) if test is not None else totals.get("test")
+    collapsed = {m.name: c for m in models if m.predictions is not None
+                 and (c := caveats.collapse(m.predictions)) is not None}
+    return Cautions(banner=caveats.data_banner(data_summary, n_test),
+                    baseline=majority_baseline(models, classes, data_summary, same_data, results_dir, n_boot, seed),
+                    collapsed=collapsed,
+                    small_classes=caveats.small_classes(test["true"], classes) if test is not None else {})
+
+
+def caution_notes(models: Sequence[ModelResult], cautions: Cautions) -> list[str]:
+    """Notes for collapsed models, models no better than the baseline, small classes and flat intervals."""
+    notes = [f"{name} {c.describe()}: it has collapsed onto one class, whatever its scores say"
+             for name, c in cautions.collapsed.items()]
+    baseline = cautions.baseline
+    if baseline is not None:
+        level = baseline.scores["accuracy"]
+        weak = [m.name for m in models if not m.scores.get("accuracy", math.nan) > level]
+        if weak:
+            notes.append(f"not more accurate ({level:.3f}) than answering {baseline.metrics['label']} for every "
+                         f"test crop: {', '.join(weak)}")
+    if cautions.small_classes:
+        listed = ", ".join(f"{c} ({n})" for c, n in cautions.small_classes.items())
+        notes.append(f"classes with fewer than {caveats.MIN_TEST_CROPS} test crops: {listed}; their per-class "
+                     "scores are too noisy to rank models on (marked † in report.html, never highlighted best)")
+    flat = [f"{m.name} {SCORE_LABELS[s]}" for m in models for s, i in m.intervals.items()
+            if i.method == "bootstrap" and i.width == 0]
+    if flat:
+        notes.append(f"zero-width bootstrap intervals: {', '.join(flat)}. Every resample of the test crops "
+                     "scored the same; that is a small or easy test split, not certainty")
+    return notes
+
+
 # ---------------------------------------------------------------- assembling and writing
 
 def build_report(results_dir: Path, data_dir: Path, n_boot: int, seed: int,
@@ -377,9 +504,13 @@ def build_report(results_dir: Path, data_dir: Path, n_boot: int, seed: int,
     models = rank_models(models)
     classes = all_classes(models)
     counts, data_summary = read_data_summary(data_dir, classes)
-    notes += weights_note(models) + data_split_note(models, data_dir)
+    fingerprint = data_fingerprint(data_dir)
+    split_note = data_split_note(models, data_dir, fingerprint)
+    same_data = fingerprint is not None and not split_note
+    cautions = build_cautions(models, classes, data_summary, same_data, results_dir, n_boot, seed)
+    notes += weights_note(models) + split_note + caution_notes(models, cautions)
     return Report(results_dir, data_dir, models, classes, summary_frame(models), mcnemar_all(models),
-                  counts, data_summary, notes, n_boot, seed)
+                  counts, data_summary, notes, n_boot, seed, cautions)
 
 
 def write_summary(report: Report) -> list[Path]:

@@ -62,6 +62,7 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
 class Interval:
     low: float
     high: float
+    method: str = "bootstrap"   # or "exact": Clopper-Pearson, see exact_accuracy_interval
 
     def contains(self, value: float) -> bool:
         return self.low - 1e-12 <= value <= self.high + 1e-12
@@ -97,6 +98,27 @@ def bootstrap_intervals(y_true: Sequence[str], y_pred: Sequence[str], classes: S
         low, high = np.nanpercentile(np.concatenate(draws[name]), [tail, 100 - tail])
         out[name] = Interval(float(low), float(high))
     return out
+
+
+def exact_accuracy_interval(n_correct: int, n: int, level: float = 0.95) -> Interval:
+    """Clopper-Pearson interval of an accuracy of ``n_correct`` out of ``n`` test crops.
+
+    The bootstrap cannot widen an accuracy of 0 or 1: every resample scores the same, and its
+    interval has zero width. The exact binomial interval says what so few crops can show.
+    """
+    if n < 1:
+        return Interval(float("nan"), float("nan"), "exact")
+    ci = binomtest(int(n_correct), int(n)).proportion_ci(confidence_level=level, method="exact")
+    return Interval(float(ci.low), float(ci.high), "exact")
+
+
+def with_exact_accuracy(intervals: dict[str, Interval], n_correct: int, n: int,
+                        level: float = 0.95) -> dict[str, Interval]:
+    """``intervals`` with the accuracy's replaced by the exact one where the bootstrap's has zero width."""
+    accuracy = intervals.get("accuracy")
+    if accuracy is None or not accuracy.width == 0:
+        return intervals
+    return {**intervals, "accuracy": exact_accuracy_interval(n_correct, n, level)}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from PIL import Image
 
 from .cli import UserError
 from .fileio import atomic_path, write_text
+from .origin import synthetic_origin, write_origin
 
 CLASSES = ("foam", "hard", "line", "noise", "pellet", "reference")
 # Chance of each class for a freely drawn particle; with the forced ones below the totals
@@ -66,6 +67,7 @@ def write_synthetic_micro(out_dir: str | Path, n_images: int = 60, seed: int = 4
         for label, _box in rows:
             counts[label] += 1
     write_text(out / "README.txt", _readme(n_images, seed, (height, width)))
+    write_origin(out, synthetic_origin(n_images, seed, (height, width)))
     return {"photos": n_images, "boxes": sum(counts.values()), "boxes_per_class": counts,
             "seed": seed, "image_size": [height, width]}
 

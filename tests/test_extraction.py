@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fake_figshare import closed_port, micro_files, serve, tar_bytes
-from microplastics import download, extraction
+from microplastics import download, extraction, origin
 from microplastics.cli import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +41,7 @@ def test_figshare_download_unpack_and_cache(tmp_path, monkeypatch, capsys):
         assert (tmp_path / "MICRO" / "to_remove.txt").exists()
         assert (tmp_path / "cache" / NAME).read_bytes() == DATA
         assert "3 photos" in capsys.readouterr().out
+        assert origin.read_origin(tmp_path / "MICRO")["kind"] == "download"
         extraction.main(_args(tmp_path, "--force"))  # rerun: served from the cache
     assert [entry[0] for entry in fake.log] == [f"/files/{NAME}"]
     _assert_micro(tmp_path / "MICRO")
@@ -103,6 +104,7 @@ def test_local_archive(tmp_path, kind):
     extraction.main(_args(tmp_path, "--archive", str(src)))
     _assert_micro(tmp_path / "MICRO", n=2)
     assert not (tmp_path / "MICRO" / "DeepParticle").exists()
+    assert origin.read_origin(tmp_path / "MICRO") == {"kind": "archive", "source": str(src), "subset": "MICRO"}
 
 
 def test_unsafe_archive_leaves_nothing(tmp_path):
@@ -172,6 +174,8 @@ def test_synthetic(tmp_path, capsys):
     assert len(photos) == 4
     assert len(list((out / "annotation").glob("*.tsv"))) == 4
     assert "4 photos" in capsys.readouterr().out
+    assert origin.read_origin(out) == {"kind": "synthetic", "generator": "data-extraction.py --synthetic",
+                                       "photos": 4, "seed": 3, "image_size": [480, 640]}
     digest = hashlib.md5(b"".join((out / "raw_img" / p).read_bytes() for p in photos)).hexdigest()
     extraction.main(_args(tmp_path, "--synthetic", "--n-images", "4", "--seed", "3", "--force"))
     assert hashlib.md5(b"".join((out / "raw_img" / p).read_bytes() for p in photos)).hexdigest() == digest

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from datagen import make_processed
 from microplastics import dataset, metrics, reports, stats
 from microplastics.cli import UserError
 
@@ -306,3 +307,194 @@ def test_a_data_folder_of_another_split_is_flagged(results, tmp_path):
     other = make_processed(tmp_path / "other", per_class=8, size=16, seed=1)
     run_report(results, other)
     assert "describes other data than the scores" in (results / "summary.md").read_text()
+
+
+# ---------------------------------------------------------------- the cautions beside the table
+
+class Cells(HTMLParser):
+    """The cells of every table of a page, as (text, css class) per row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[tuple[str, str]]]] = []
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.cell, self.css = [], dict(attrs).get("class") or ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.tables[-1][-1].append(("".join(self.cell).strip(), self.css))
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def page_tables(page: Path) -> list[list[list[tuple[str, str]]]]:
+    parser = Cells()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser.tables
+
+
+def model_with_predictions(results: Path, processed: Path, name: str, y_pred) -> Path:
+    """A model folder whose test predictions are exactly ``y_pred``."""
+    manifest = dataset.load_manifest(processed)
+    test = dataset.split_frame(manifest, "test")
+    classes = dataset.class_names(manifest)
+    folder = results / name
+    metrics.write_evaluation(folder, model=name, classes=classes, paths=test["path"], y_true=test["label"],
+                             y_pred=list(y_pred), probs=None, split_fingerprint=dataset.split_fingerprint(manifest),
+                             weights="n/a", train_seconds=1.0)
+    return folder
+
+
+def run_stage(script: str, *args: str) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+
+BANNER = "these numbers test the pipeline, not the models"
+
+
+def test_generated_photos_open_both_reports_with_what_they_are(tmp_path):
+    run_stage("data-extraction.py", "--synthetic", "--n-images", "12", "--seed", "5", "--out", str(tmp_path / "MICRO"))
+    run_stage("data-preprocessing.py", "--input", str(tmp_path / "MICRO"), "--output", str(tmp_path / "data"),
+              "--workers", "1")
+    summary = json.loads((tmp_path / "data" / "summary.json").read_text())
+    assert summary["origin"]["kind"] == "synthetic" and summary["origin"]["photos"] == 12
+    fake_model(tmp_path / "results", tmp_path / "data", "rf", 0.8, seed=1)
+    run_report(tmp_path / "results", tmp_path / "data")
+    n_test = summary["totals"]["test"]
+    sentence = (f"Synthetic photos from data-extraction.py --synthetic (12 photos, {n_test} test crops): "
+                f"{BANNER}.")
+    md = (tmp_path / "results" / "summary.md").read_text().splitlines()
+    assert md[0] == "# Model comparison" and sentence in md[2], "the markdown opens with the banner"
+    html = (tmp_path / "results" / "report.html").read_text()
+    assert sentence in html
+    assert html.index(sentence) < html.index("<nav>") < html.index("<table"), "the page opens with it"
+
+
+def test_real_photos_get_no_banner(tmp_path, mp100):
+    # a few whole photo series of mp100, read in place the way `make mp100` does (no origin.json)
+    photos = sorted((mp100 / "MICRO" / "raw_img").iterdir())[:24]
+    for photo in photos:
+        for sub, name in (("raw_img", photo.name), ("annotation", f"{photo.name}.tsv")):
+            (tmp_path / "MICRO" / sub).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "MICRO" / sub / name).symlink_to(mp100 / "MICRO" / sub / name)
+    run_stage("data-preprocessing.py", "--input", str(tmp_path / "MICRO"), "--output", str(tmp_path / "data"),
+              "--workers", "1")
+    assert json.loads((tmp_path / "data" / "summary.json").read_text())["origin"] is None
+    fake_model(tmp_path / "results", tmp_path / "data", "rf", 0.8, seed=1)
+    run_report(tmp_path / "results", tmp_path / "data")
+    for name in ("summary.md", "report.html"):
+        text = (tmp_path / "results" / name).read_text()
+        assert BANNER not in text and "ynthetic" not in text, name
+
+
+def test_the_synthetic_origin_survives_an_archive(tmp_path):
+    import tarfile
+
+    from microplastics import synthetic
+
+    synthetic.write_synthetic_micro(tmp_path / "drawn", n_images=2, seed=1, image_size=(200, 200))
+    with tarfile.open(tmp_path / "drawn.tar", "w") as tar:
+        tar.add(tmp_path / "drawn", arcname="MICRO")
+    run_stage("data-extraction.py", "--archive", str(tmp_path / "drawn.tar"), "--out", str(tmp_path / "MICRO"))
+    record = json.loads((tmp_path / "MICRO" / "origin.json").read_text())
+    assert record["kind"] == "synthetic" and record["unpacked_from"] == str(tmp_path / "drawn.tar")
+
+
+def test_majority_baseline_row_scores_the_training_majority(tmp_path):
+    data = make_processed(tmp_path / "data", per_class=[25, 12, 12, 12], size=16, seed=0)
+    fake_model(tmp_path / "results", data, "rf", 0.9, seed=1)
+    run_report(tmp_path / "results", data)
+    test = dataset.split_frame(dataset.load_manifest(data), "test")
+    accuracy = (test["label"] == "foam").mean()           # foam is the training split's largest class
+    md = (tmp_path / "results" / "summary.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| – | majority class (foam) |"))
+    assert f"| {len(test)} | {accuracy:.3f} [" in row
+    rows = page_tables(tmp_path / "results" / "report.html")[1]
+    assert [r[0][0] for r in rows[1:]] == ["rf", "majority class (foam)"], "the reference row comes last"
+    assert all(css != "best" for _, css in rows[-1]), "the reference row is never the best"
+    assert rows[-1][2][0].startswith(f"{accuracy:.3f}")
+    assert "majority class" not in pd.read_csv(tmp_path / "results" / "summary.csv")["model"].tolist()
+
+
+def test_no_baseline_row_without_predictions(results, processed_dir):
+    for model in ("rf", "svm", "vgg16"):
+        (results / model / "predictions.csv").unlink()
+    run_report(results, processed_dir)
+    assert "majority class" not in (results / "summary.md").read_text()
+    assert "majority class" not in (results / "report.html").read_text()
+
+
+def test_collapse_warning_from_80_percent_of_crops(tmp_path):
+    data = make_processed(tmp_path / "data", per_class=[25, 25, 25, 25], size=16, seed=0)
+    test = dataset.split_frame(dataset.load_manifest(data), "test")
+    n = len(test)                                         # 20 crops, 5 of each class
+    k = int(np.ceil(0.8 * n))
+    collapsed = ["hard"] * k + list(test["label"].iloc[k:])
+    almost = ["hard"] * (k - 1) + ["foam"] * (n - k + 1)
+    model_with_predictions(tmp_path / "results", data, "collapsed", collapsed)
+    model_with_predictions(tmp_path / "results", data, "almost", almost)
+    fake_model(tmp_path / "results", data, "fine", 0.9, seed=3)
+    run_report(tmp_path / "results", data)
+    warning = f"predicts hard for {k / n:.0%} of test crops (hard is 25% of them)"
+    md = (tmp_path / "results" / "summary.md").read_text()
+    rows = {line.split(" | ")[1].split(" ⚠")[0]: line for line in md.splitlines()
+            if line.startswith("| ") and " | " in line}
+    assert warning in rows["collapsed"]
+    assert "⚠" not in rows["almost"] and "⚠" not in rows["fine"]
+    cells = {r[0][0]: r[0][0] for r in page_tables(tmp_path / "results" / "report.html")[1][1:]}
+    assert any(name.startswith("collapsed") and warning in name for name in cells)
+    assert "almost" in cells and "fine" in cells and "majority class (foam)" in cells  # no warning on those
+
+
+def test_exact_interval_only_where_the_bootstrap_has_zero_width(tmp_path):
+    data = make_processed(tmp_path / "data", per_class=[25, 25, 25, 25], size=16, seed=0)
+    test = dataset.split_frame(dataset.load_manifest(data), "test")
+    model_with_predictions(tmp_path / "results", data, "perfect", test["label"])
+    fake_model(tmp_path / "results", data, "imperfect", 0.7, seed=2)
+    run_report(tmp_path / "results", data)
+    summary = pd.read_csv(tmp_path / "results" / "summary.csv").set_index("model")
+    n = len(test)
+    perfect = summary.loc["perfect"]
+    # Clopper-Pearson for n out of n: the lower bound solves p**n = 0.025
+    assert perfect["accuracy_interval"] == "exact"
+    assert perfect["accuracy_low"] == pytest.approx(0.025 ** (1 / n), abs=1e-6) and perfect["accuracy_high"] == 1.0
+    assert perfect["macro_f1_low"] == perfect["macro_f1_high"] == 1.0, "only accuracy is a binomial proportion"
+    imperfect = summary.loc["imperfect"]
+    assert imperfect["accuracy_interval"] == "bootstrap" and imperfect["accuracy_high"] > imperfect["accuracy_low"]
+    md = (tmp_path / "results" / "summary.md").read_text()
+    assert f"1.000 [{0.025 ** (1 / n):.3f}, 1.000] exact" in md
+    assert "zero-width bootstrap intervals: perfect macro precision" in md
+
+
+def test_classes_with_few_test_crops_are_marked_and_never_best(tmp_path):
+    data = make_processed(tmp_path / "data", per_class=[25, 12, 25, 25], size=16, seed=0)
+    test = dataset.split_frame(dataset.load_manifest(data), "test")
+    assert (test["label"] == "hard").sum() == 3 and (test["label"] == "foam").sum() == 5
+    good = test["label"].tolist()
+    worse = ["line" if t in ("foam", "line") else t for t in good]     # right on hard, wrong on most foam
+    model_with_predictions(tmp_path / "results", data, "good", good)
+    model_with_predictions(tmp_path / "results", data, "worse", worse)
+    run_report(tmp_path / "results", data)
+    html_path = tmp_path / "results" / "report.html"
+    html = html_path.read_text()
+    f1_table = page_tables(html_path)[[i for i, t in enumerate(page_tables(html_path))
+                                       if t[0][0][0] == "model" and t[0][1][0] == "foam"][0]]
+    header = [text for text, _ in f1_table[0]]
+    assert header == ["model", "foam", "hard†", "line", "pellet"]
+    hard, foam = header.index("hard†"), header.index("foam")
+    assert all(row[hard][1] != "best" for row in f1_table[1:]), "a class of 3 test crops is never best"
+    assert [row[foam][1] for row in f1_table[1:]] == ["best", ""], "a class of 5 test crops is ranked"
+    assert "† fewer than 5 test crops: hard (3)" in html
+    assert "classes with fewer than 5 test crops: hard (3)" in (tmp_path / "results" / "summary.md").read_text()

@@ -92,3 +92,17 @@ def test_paired_outcomes_refuse_different_true_labels():
     b = pd.DataFrame({"path": ["x"], "true": ["hard"], "pred": ["hard"]})
     with pytest.raises(ValueError, match="different true labels"):
         stats.paired_outcomes(a, b)
+
+
+def test_exact_interval_replaces_only_a_zero_width_accuracy():
+    # Clopper-Pearson at the edges has a closed form: k = n gives [0.025 ** (1/n), 1], k = 0 its mirror
+    top, bottom = stats.exact_accuracy_interval(40, 40), stats.exact_accuracy_interval(0, 40)
+    assert top.low == pytest.approx(0.025 ** (1 / 40), abs=1e-12) and top.high == 1.0 and top.method == "exact"
+    assert bottom.low == 0.0 and bottom.high == pytest.approx(1 - 0.025 ** (1 / 40), abs=1e-12)
+    y = np.array(["foam", "hard", "hard", "line"] * 10)
+    flat = stats.bootstrap_intervals(y, y, CLASSES, n_boot=100)
+    fixed = stats.with_exact_accuracy(flat, 40, 40)
+    assert fixed["accuracy"].method == "exact" and fixed["accuracy"].width > 0.05
+    assert fixed["macro_f1"] == flat["macro_f1"]
+    wide = stats.bootstrap_intervals(y, np.roll(y, 1), CLASSES, n_boot=100)
+    assert stats.with_exact_accuracy(wide, 20, 40) == wide
