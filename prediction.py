@@ -1,4 +1,4 @@
-"""Classify microplastic crops with a trained model, deep (best.pt) or classical (model.joblib).
+"""Classify microplastic crops with a trained model, deep (best.pt) or classical (model.skops).
 
 Grid mode draws seeded test crops with true and predicted labels into results/<model>/predictions_grid.png;
 --input classifies crop images into a CSV; --photos classifies every annotated particle of a MICRO-style

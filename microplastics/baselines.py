@@ -4,7 +4,7 @@ Each model is one imbalanced-learn pipeline (scaler, optional SMOTE, classifier)
 the train split's features. Resampling sits inside the pipeline, so it touches training data
 only; validation and test crops are scored as they are. Every model folder gets the files
 ARCHITECTURE.md lists, ``val_metrics.json``, a grid of test crops (``test_grid.png`` with its
-labels in ``test_grid.csv``) and ``model.joblib``: the fitted pipeline with the class names
+labels in ``test_grid.csv``) and ``model.skops``: the fitted pipeline with the class names
 and feature settings, which ``load_model`` turns back into a classifier of raw crops.
 """
 from __future__ import annotations
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import joblib
 import numpy as np
 import pandas as pd
 import sklearn
+import skops.io
 from imblearn import FunctionSampler
 from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import Pipeline
@@ -30,14 +30,14 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from . import dataset, fileio, metrics
-from .cli import UserError, default_workers
+from .cli import ArgumentParser, UserError, default_workers, one_line
 from .augment import AUGMENT_CHOICES
 from .features import (FEATURE_KINDS, FeatureSettings, augmented_features, dataset_features, extract_features,
                        feature_names)
 from .grids import save_prediction_grid
 from .images import read_rgb
+from .predict import CLASSICAL_FILE as MODEL_FILE, LEGACY_CLASSICAL_FILE as LEGACY_MODEL_FILE
 
-MODEL_FILE = "model.joblib"
 CONFIG_FILE = "config.json"
 VAL_METRICS_FILE = "val_metrics.json"
 GRID_IMAGE = "test_grid.png"
@@ -45,7 +45,12 @@ GRID_TABLE = "test_grid.csv"
 MODEL_NAMES = ("rf", "svm")
 BALANCE_CHOICES = ("none", "smote", "class-weight")
 WEIGHTS = "none (trained from scratch)"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: model.joblib
+# What skops may build beyond scikit-learn's own types, which it trusts itself: the types of
+# make_pipeline's pipelines, and nothing else.
+TRUSTED_TYPES = ("imblearn.pipeline.Pipeline", "imblearn.base.FunctionSampler",
+                 "microplastics.baselines.smote_resample", "sklearn.tree._tree.Tree",
+                 "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration")
 SMOTE_NEIGHBOURS = 5
 VAL_KEYS = ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "mean_iou")
 
@@ -141,31 +146,55 @@ class ClassicalModel:
                    "feature_settings": self.settings.to_dict(), "feature_names": feature_names(settings=self.settings),
                    "pipeline": self.pipeline, "sklearn_version": sklearn.__version__, **self.info}
         with fileio.atomic_path(path) as tmp:
-            joblib.dump(payload, tmp, compress=3)
+            skops.io.dump(payload, tmp)
 
 
 def load_model(model_dir: str | Path) -> ClassicalModel:
-    """The classical model saved in ``model_dir/model.joblib`` (or that file itself)."""
+    """The classical model saved in ``model_dir/model.skops`` (or that file itself)."""
     path = Path(model_dir)
     if path.is_dir():
-        path = path / MODEL_FILE
+        legacy_only = not (path / MODEL_FILE).is_file() and (path / LEGACY_MODEL_FILE).is_file()
+        path = path / (LEGACY_MODEL_FILE if legacy_only else MODEL_FILE)
+    if path.suffix == Path(LEGACY_MODEL_FILE).suffix:
+        raise UserError(f"{path} is a pickle (joblib) file, which can run any code when loaded, so it is not read; "
+                        f"retrain with ml-baselines.py, which writes {MODEL_FILE}")
     if not path.is_file():
         raise UserError(f"{path} not found; train the model with ml-baselines.py first")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a version-mismatch warning is reported below instead
-            payload = joblib.load(path)
-    except Exception as err:  # joblib raises many kinds for a damaged or foreign file
-        raise UserError(f"cannot load {path}: {err}; retrain with ml-baselines.py") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise UserError(f"{path} is not a model.joblib written by this version of ml-baselines.py; retrain it")
+    payload = read_trusted(path)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION \
+            or not isinstance(payload.get("pipeline"), Pipeline) or not isinstance(payload.get("classes"), list):
+        raise UserError(f"{path} is not a {MODEL_FILE} written by this version of ml-baselines.py; retrain it")
     if payload.get("sklearn_version") != sklearn.__version__:
         warnings.warn(f"{path} was saved with scikit-learn {payload.get('sklearn_version')}, "
                       f"loaded with {sklearn.__version__}", stacklevel=2)
     info = {k: v for k, v in payload.items()
             if k not in ("format", "name", "classes", "feature_settings", "pipeline", "sklearn_version")}
-    return ClassicalModel(name=payload["name"], classes=list(payload["classes"]), pipeline=payload["pipeline"],
-                          settings=FeatureSettings(**payload["feature_settings"]), info=info)
+    try:
+        settings = FeatureSettings(**payload["feature_settings"])
+    except (KeyError, TypeError) as err:
+        raise UserError(f"{path} holds no valid feature settings ({one_line(err)}); retrain with ml-baselines.py") from None
+    return ClassicalModel(name=str(payload.get("name")), classes=[str(c) for c in payload["classes"]],
+                          pipeline=payload["pipeline"], settings=settings, info=info)
+
+
+def read_trusted(path: Path) -> Any:
+    """What a skops file holds, built only from trusted types.
+
+    skops lists every type a file would build before building any; a file that needs one
+    outside scikit-learn's own (which skops trusts) and ``TRUSTED_TYPES`` is refused unread,
+    so loading a model never runs code that came with the file.
+    """
+    try:
+        untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+        if not untrusted:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # load_model reports a version mismatch itself
+                return skops.io.load(path, trusted=list(TRUSTED_TYPES))
+    except Exception as err:  # a damaged or foreign file fails in many ways
+        raise UserError(f"{path} is not a readable {MODEL_FILE} ({type(err).__name__}: {one_line(err)}); "
+                        "retrain with ml-baselines.py") from None
+    raise UserError(f"{path} would build type(s) {', '.join(untrusted[:5])}, which no model of ml-baselines.py "
+                    f"holds, so it was not loaded; use a {MODEL_FILE} written by ml-baselines.py")
 
 
 # ---------------------------------------------------------------- data
@@ -283,7 +312,7 @@ def grid_rows(labels: Sequence[str], size: int, seed: int) -> list[int]:
 
 
 def write_grid(out_dir: Path, data_dir: Path, test: SplitData, name: str, size: int, seed: int) -> None:
-    """Classify sample test crops from their image files through the saved model.joblib.
+    """Classify sample test crops from their image files through the saved model.skops.
 
     Going through the file a later stage loads (raw crop -> features -> scaler -> classifier)
     rather than reusing the cached features is the point: a step skipped on that path shows
@@ -317,13 +346,13 @@ def describe(pipeline: Pipeline) -> dict[str, Any]:
 # ---------------------------------------------------------------- command line
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ml-baselines.py",
         description="Compute handcrafted features of every crop (cached next to the data), train a Random "
                     "Forest (200 trees) and an RBF SVM (C=10, gamma scale) on the train split and score them "
                     "on the test split, the one the deep models use; validation scores go to val_metrics.json. "
                     "Writes results/<model>/ with metrics.json, predictions.csv, classification_report.txt, "
-                    "confusion_matrix.png, model.joblib, config.json and a grid of test crops.",
+                    "confusion_matrix.png, model.skops, config.json and a grid of test crops.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--data", default="processed_MICRO", help="processed folder from data-preprocessing.py")
@@ -361,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--grid-size must be 0 or more, got {args.grid_size}")
     if args.aug_copies < 1:
         raise UserError(f"--aug-copies must be at least 1, got {args.aug_copies}")
+    fileio.check_output_dir(args.results, "--results")
     models = list(dict.fromkeys(args.models))
     data_dir = Path(args.data)
     settings = FeatureSettings(kind=args.features)

@@ -9,6 +9,7 @@ only the head, because the frozen backbone never changes and can weigh half a gi
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from . import fileio
-from .cli import UserError
+from .cli import UserError, one_line
 from .models import ArchSpec, get_spec
 from .precision import autocast_for, memory_format_for, resolve_precision
 from .transforms import EvalPreset, batch_tensor
@@ -26,6 +27,9 @@ from .transforms import EvalPreset, batch_tensor
 FORMAT = "microplastics-classifier/1"
 BEST_NAME = "best.pt"
 LAST_NAME = "last.pt"
+# what load_classifier reads from best.pt, with the type each must have
+BEST_KEYS = {"arch": str, "classes": list, "image_size": int, "mean": (list, tuple), "std": (list, tuple),
+             "weights": str, "config": dict, "state_dict": dict}
 
 
 def save(obj: dict[str, Any], path: str | Path) -> None:
@@ -35,16 +39,36 @@ def save(obj: dict[str, Any], path: str | Path) -> None:
 
 
 def load(path: str | Path) -> dict[str, Any]:
+    """A checkpoint of this project, read with ``weights_only=True``; anything else is one UserError line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} not found; train the model first (vgg16.py, resnet50.py or vits.py)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+    obj = load_weights_only(path, "train the model again")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise UserError(f"{path} is not a checkpoint of this project (format {FORMAT})")
     return obj
+
+
+def load_weights_only(path: str | Path, remedy: str) -> Any:
+    """``torch.load(path, weights_only=True)``; a file it refuses or cannot read is one UserError line
+    ending in ``remedy`` (never torch's advice to retry with weights_only=False, which runs the file's code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"{path} is not a checkpoint of this project: it holds objects other than tensors and "
+                        f"plain values, and must not be loaded unsafely; {remedy}") from None
+    except Exception as err:
+        raise UserError(f"{path} is not a readable checkpoint (truncated or damaged: {type(err).__name__}); "
+                        f"{remedy}") from None
+
+
+def check_keys(ckpt: dict[str, Any], path: str | Path, keys: dict[str, type | tuple[type, ...]]) -> None:
+    """Every key of ``keys`` present with a value of its type; else one line naming the first that is not."""
+    for key, kind in keys.items():
+        if not isinstance(ckpt.get(key), kind):
+            found = "missing" if key not in ckpt else f"a {type(ckpt[key]).__name__}"
+            raise UserError(f"{path} has the format tag of this project but its {key!r} is {found}; "
+                            "it was not written by this version of the training scripts, train the model again")
 
 
 def describe(spec: ArchSpec, classes: Sequence[str], image_size: int, mean: Sequence[float],
@@ -119,8 +143,15 @@ def load_classifier(model_dir: str | Path, device: str = "cpu", precision: str |
     path = Path(model_dir)
     path = path if path.suffix == ".pt" else path / BEST_NAME
     ckpt = load(path)
+    check_keys(ckpt, path, BEST_KEYS)
+    if not ckpt["classes"] or not all(isinstance(c, str) for c in ckpt["classes"]):
+        raise UserError(f"{path}: 'classes' must be a non-empty list of class names; train the model again")
     spec = get_spec(ckpt["arch"])
-    model = build_from_state(spec, len(ckpt["classes"]), ckpt["image_size"], ckpt["state_dict"])
+    try:
+        model = build_from_state(spec, len(ckpt["classes"]), ckpt["image_size"], ckpt["state_dict"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:  # e.g. a class count its weights do not have
+        raise UserError(f"{path}: its weights do not fit a {spec.name} with {len(ckpt['classes'])} classes at "
+                        f"{ckpt['image_size']} px ({one_line(err)[:200]}); train the model again") from None
     model.to(device, memory_format=memory_format_for(spec.family)).eval()
     return LoadedClassifier(model=model, arch=ckpt["arch"], spec=spec, classes=list(ckpt["classes"]),
                             image_size=int(ckpt["image_size"]), mean=tuple(ckpt["mean"]), std=tuple(ckpt["std"]),

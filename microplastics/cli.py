@@ -1,9 +1,11 @@
 """Shared command-line plumbing: one-line errors with exit status 2, never a bare traceback."""
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 
 class UserError(Exception):
@@ -16,6 +18,25 @@ class UserError(Exception):
 def one_line(err: BaseException) -> str:
     """An exception's message on one line (whitespace collapsed), or its type when it has none."""
     return " ".join(str(err).split()) or type(err).__name__
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a bad command line ends like every other bad input: one line
+    ``error: ...`` (with a pointer to --help instead of the usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())}; see {self.prog} --help\n")
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a float that is a real number (``nan`` and ``inf`` slip past ``x <= 0`` checks)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def default_workers() -> int:
@@ -31,7 +52,7 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     try:
         code = main(argv)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)  # one line, whatever the message holds
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,6 +8,8 @@ The cache file is keyed on everything that changes its content.
 """
 from __future__ import annotations
 
+import pickle
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -86,21 +88,43 @@ def cache_key(**parts: Any) -> str:
 
 
 def cached_embeddings(path: Path, compute: Callable[[], dict[str, torch.Tensor]], *, dtype: torch.dtype,
-                      is_main: bool = True, barrier: Callable[[], None] = lambda: None
+                      is_main: bool = True, barrier: Callable[[], None] = lambda: None,
+                      expected: dict[str, tuple[int, ...]] | None = None
                       ) -> tuple[dict[str, torch.Tensor], bool]:
-    """Load ``path`` if it exists, else compute (on the main process only) and save it atomically.
+    """Load ``path`` if it holds a valid cache, else compute (on the main process only) and save it atomically.
 
-    Returns the tensors (as float32) and whether they came from the cache. Under DDP the other
-    processes wait at ``barrier`` and then read the file the main process wrote.
+    ``expected`` gives the leading dimensions each tensor must have (views, crops). Returns the
+    tensors (as float32) and whether they came from the cache. Under DDP the other processes
+    wait at ``barrier`` and then read the file the main process wrote.
     """
-    hit = path.is_file()
+    tensors, hit = None, path.is_file()
+    if hit and is_main:
+        tensors, problem = read_cache(path, expected or {})
+        if problem:
+            print(f"warning: embedding cache {path} {problem}; it is not used, rebuilding it", file=sys.stderr)
+            hit = False
     if not hit and is_main:
-        tensors = compute()
-        checkpoint.save({k: v.to(dtype) for k, v in tensors.items()}, path)
-    barrier()
-    if hit or not is_main:
-        tensors = torch.load(path, map_location="cpu", weights_only=True)
-    else:
         # Round-trip through the stored dtype so a fresh run and a cached run see the same numbers.
-        tensors = {k: v.to(dtype) for k, v in tensors.items()}
+        tensors = {k: v.to(dtype) for k, v in compute().items()}
+        checkpoint.save(tensors, path)
+    barrier()
+    if not is_main:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
     return {k: v.float() for k, v in tensors.items()}, hit
+
+
+def read_cache(path: Path, expected: dict[str, tuple[int, ...]]) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """The tensors of a cache file, or None and why it cannot be used (unreadable, unsafe, wrong content)."""
+    try:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return None, "holds objects other than tensors (it was not written by this project)"
+    except Exception as err:
+        return None, f"is unreadable (truncated or damaged: {type(err).__name__})"
+    if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        return None, "does not hold a dict of tensors"
+    for key, lead in expected.items():
+        shape = tuple(tensors[key].shape) if key in tensors else None
+        if shape is None or shape[:len(lead)] != tuple(lead) or not torch.isfinite(tensors[key]).all():
+            return None, f"has {key} embeddings of shape {shape}, expected {tuple(lead)} + (features), all finite"
+    return tensors, None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from microplastics import archive, download, fileio, origin
-from microplastics.cli import UserError
+from microplastics.cli import ArgumentParser, UserError, finite_float
 from microplastics.images import is_image_file
 
 OFFLINE_REMEDY = ("check the network and run again (a partial download resumes), or unpack an archive you "
@@ -22,7 +22,7 @@ OFFLINE_REMEDY = ("check the network and run again (a partial download resumes),
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="data-extraction.py",
         description="Get the DeepParticle dataset onto disk as a folder holding raw_img/ (photos) and "
                     "annotation/ (one .tsv a photo). By default the subset's archive is downloaded from "
@@ -51,9 +51,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-url", default=os.environ.get("FIGSHARE_API_URL", download.FIGSHARE_API), metavar="URL",
                         help="figshare API base URL (default: $FIGSHARE_API_URL if set, else "
                              f"{download.FIGSHARE_API})")
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=finite_float, default=60.0, metavar="SECONDS",
                         help="seconds to wait for the server before giving up (default: 60)")
-    parser.add_argument("--max-unpacked-gb", type=float, default=archive.MAX_UNPACKED_BYTES / 10**9, metavar="GB",
+    parser.add_argument("--max-unpacked-gb", type=finite_float, default=archive.MAX_UNPACKED_BYTES / 10**9, metavar="GB",
                         help="refuse an archive that would unpack to more than this many GB (default: "
                              f"{archive.MAX_UNPACKED_BYTES / 10**9:g}); archives that expand more than "
                              f"{archive.MAX_RATIO} times their size are refused whatever this says")

@@ -4,12 +4,14 @@ Crops come from the model folder's predictions.csv (paths relative to the proces
 recorded in its config, or ``--data``), chosen by ``--n`` / ``--per-class`` / ``--misclassified``
 with ``--seed``. Each crop gets a panel (the crop, then one heat-map overlay per method) titled
 with its true and predicted class; all panels also go into one overview figure. The folder
-``<model>/gradcam/`` is rebuilt whole on every run, so no panel of an older run survives.
+``<model>/gradcam/`` is rebuilt whole on every run, so no panel of an older run survives; a folder
+that holds anything else (not an earlier output of the same model, see ``check_out_dir``) is refused.
 Each map is then measured against the particle's box inside its crop (``localisation``).
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +22,10 @@ import pandas as pd
 import torch
 
 from . import explain, fileio, localisation
-from .cli import UserError
+from .cli import ArgumentParser, UserError, finite_float
 from .plots import plt, save_figure
-from .predict import (CLASSICAL_FILE, DEEP_FILE, pick_rows, read_crop, recorded_predictions, resolve_data_dir,
-                      resolve_device)
+from .predict import (DEEP_FILE, pick_rows, read_crop, recorded_predictions, resolve_data_dir, resolve_device,
+                      trained_model_file)
 
 if TYPE_CHECKING:
     from .checkpoint import LoadedClassifier
@@ -32,6 +34,8 @@ OUT_NAME = "gradcam"
 OVERVIEW_NAME = "overview.png"
 SELECTION_NAME = "selection.csv"
 OVERVIEW_MAX_ROWS = 32
+OWNER_NAME = "gradcam.json"
+LEGACY_OUTPUT = re.compile(r"\d{3}_.*\.png|overview\.png|selection\.csv")  # what older versions wrote
 
 
 @dataclass
@@ -59,12 +63,11 @@ def load_deep(model_dir: Path, device: str) -> LoadedClassifier:
     """The checkpoint of a deep model folder; a classical folder is a clear error."""
     from .checkpoint import load_classifier
 
-    if not (model_dir / DEEP_FILE).is_file():
-        if (model_dir / CLASSICAL_FILE).is_file():
-            raise UserError(f"{model_dir} holds a classical model (model.joblib); Grad-CAM needs a deep model "
-                            "folder such as results/vgg16, results/resnet50 or results/vit_b_16")
-        raise UserError(f"{model_dir} holds no {DEEP_FILE}; train it with vgg16.py, resnet50.py or vits.py")
-    return load_classifier(model_dir, device=device)
+    found = trained_model_file(model_dir)
+    if found.name != DEEP_FILE:
+        raise UserError(f"{model_dir} holds a classical model ({found.name}); Grad-CAM needs a deep model "
+                        "folder such as results/vgg16, results/resnet50 or results/vit_b_16")
+    return load_classifier(found, device=device)
 
 
 def resolve_methods(requested: Sequence[str], spec: explain.ExplainSpec) -> list[str]:
@@ -143,7 +146,36 @@ def panel_name(k: int, true: str, pred: str, rel: str) -> str:
     return f"{k:03d}_{safe_name(true)}_as_{safe_name(pred)}_{safe_name(Path(rel).stem)}.png"
 
 
-def write_outputs(out_dir: Path, sel: Selection, maps: dict[str, np.ndarray], alpha: float, title: str) -> list[str]:
+def check_out_dir(out_dir: Path, model_dir: Path) -> None:
+    """Refuse, before any work, an output folder whose files this run would replace but did not write.
+
+    The folder is rebuilt whole, so it must be new, empty, or an earlier Grad-CAM output of the
+    same model holding nothing else: its OWNER_NAME names the model and every file it wrote.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; Grad-CAM writes a folder, pass a new or empty one")
+    fileio.check_output_dir(out_dir, "--out")
+    present = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if not present:
+        return
+    owner = fileio.read_json_dict(out_dir / OWNER_NAME, "pass a new or empty --out folder")
+    if owner.get("model") == str(model_dir.resolve()) and set(present) <= {*owner.get("files", []), OWNER_NAME}:
+        return
+    if out_dir.resolve() == (model_dir / OUT_NAME).resolve() and OWNER_NAME not in present \
+            and all(LEGACY_OUTPUT.fullmatch(name) for name in present):
+        return  # the model's own gradcam/ from a version that wrote no OWNER_NAME
+    raise UserError(f"--out {out_dir} holds files that are not an earlier Grad-CAM output of {model_dir} "
+                    f"(e.g. {present[0]}), and this run would replace the folder; pass a new or empty one")
+
+
+def write_owner(staging: Path, model_dir: Path, arch: str) -> None:
+    """OWNER_NAME, last: which model the folder's maps are of, and every file of the folder."""
+    files = sorted(p.name for p in staging.iterdir())
+    fileio.write_json(staging / OWNER_NAME, {"model": str(model_dir.resolve()), "arch": arch, "files": files})
+
+
+def write_outputs(out_dir: Path, sel: Selection, maps: dict[str, np.ndarray], alpha: float, title: str,
+                  model_dir: Path, arch: str) -> list[str]:
     """Panels, overview and selection.csv into a staging folder that then replaces ``out_dir``."""
     with fileio.staged_dir(out_dir) as staging:
         names = []
@@ -156,13 +188,14 @@ def write_outputs(out_dir: Path, sel: Selection, maps: dict[str, np.ndarray], al
         table = sel.rows.rename(columns={"pred": "recorded_pred"})[["path", "true", "recorded_pred"]].assign(
             pred=sel.pred, confidence=sel.confidence, panel=names)
         table.to_csv(staging / SELECTION_NAME, index=False, float_format="%.6f")
+        write_owner(staging, model_dir, arch)
     return names
 
 
 # ----------------------------------------------------------------------------- command line
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="grad-cam.py",
         description="Heat maps of a trained deep model (CNN or ViT) on test crops chosen from its predictions.csv: "
                     "one panel per crop (the crop and a heat-map overlay per method, titled with true and predicted "
@@ -182,7 +215,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--per-class", type=int, default=None, metavar="N", help="instead of --n: N crops of each true class")
     a("--misclassified", action="store_true", help="choose only crops the model got wrong")
     a("--target", choices=("pred", "true"), default="pred", help="class whose evidence the CAM methods show")
-    a("--alpha", type=float, default=0.5, help="opacity of the heat map over the crop")
+    a("--alpha", type=finite_float, default=0.5, help="opacity of the heat map over the crop")
     a("--out", metavar="DIR", help="output folder (default: MODEL/gradcam)")
     a("--batch-size", type=int, default=8, help="crops per forward/backward pass")
     a("--seed", type=int, default=42, help="seed of the crop selection")
@@ -203,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_dir = Path(args.model)
     if not model_dir.is_dir():
         raise UserError(f"--model {model_dir}: no such folder; train a model first")
+    out_dir = Path(args.out) if args.out else model_dir / OUT_NAME
+    check_out_dir(out_dir, model_dir)
     loaded = load_deep(model_dir, resolve_device(args.device))
     methods = resolve_methods(args.method, loaded.spec)
     data_dir = resolve_data_dir(model_dir, args.data, loaded.config.get("data"))
@@ -215,9 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     maps = compute_maps(loaded, batch, methods, [int(t) for t in targets], args.batch_size)
     sel = Selection(rows=rows, images=images, pred=[loaded.classes[i] for i in pred_idx],
                     confidence=probs[np.arange(len(probs)), pred_idx])
-    out_dir = Path(args.out) if args.out else model_dir / OUT_NAME
     title = f"{loaded.arch}: {', '.join(methods)} (target: {args.target} class)"
-    write_outputs(out_dir, sel, maps, args.alpha, title)
+    write_outputs(out_dir, sel, maps, args.alpha, title, model_dir, loaded.arch)
     right = sum(t == p for t, p in zip(rows["true"], sel.pred))
     print(f"{loaded.arch}: {len(rows)} crop(s), {right} right, methods {', '.join(methods)} -> {out_dir}")
     found = localisation.measure_and_write(out_dir, data_dir, rows["path"].tolist(), rows["true"].tolist(),

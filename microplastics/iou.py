@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import fileio, metrics
-from .cli import UserError
+from .cli import ArgumentParser, UserError
 
 CSV_NAME = "iou.csv"
 MD_NAME = "iou.md"
@@ -60,9 +60,11 @@ def model_iou(folder: Path, stored: dict) -> pd.Series:
     predictions = metrics.read_predictions(folder / metrics.PREDICTIONS_NAME)
     classes = metrics.model_classes(stored, predictions)
     try:
-        per_class = metrics.compute_metrics(predictions["true"], predictions["pred"], classes)["per_class"]
+        scores = metrics.compute_metrics(predictions["true"], predictions["pred"], classes)
     except ValueError as err:
         raise UserError(f"{folder / metrics.PREDICTIONS_NAME}: {err}") from None
+    metrics.check_agreement(folder.name, scores, stored)  # a cut-short file scores under the full split's name
+    per_class = scores["per_class"]
     return pd.Series([np.nan if per_class[c]["iou"] is None else per_class[c]["iou"] for c in classes],
                      index=classes, name=folder.name, dtype=float)
 
@@ -125,7 +127,7 @@ def write_outputs(table: pd.DataFrame, results: Path, fingerprint: str = "") -> 
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ml-IOU.py",
         description="Per-class label IoU (Jaccard index of the labels, TP / (TP + FP + FN); not box IoU) and its "
                     "mean for every results/<model>/predictions.csv, classical and deep. Writes iou.csv, iou.md "

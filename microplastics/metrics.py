@@ -6,6 +6,7 @@ the IoU table and the report all read numbers computed the same way.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -108,12 +109,73 @@ def write_evaluation(out_dir: str | Path, *, model: str, classes: Sequence[str],
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
-    """Load a predictions.csv written by ``write_evaluation``."""
-    return pd.read_csv(path, dtype={"path": str, "true": str, "pred": str})
+    """Load a predictions.csv written by ``write_evaluation``; one UserError line when it is not one."""
+    path = Path(path)
+    try:
+        # only an empty field is missing: a class may well be called "None" or "NA"
+        frame = pd.read_csv(path, dtype={"path": str, "true": str, "pred": str}, keep_default_na=False,
+                            na_values=[""])
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise UserError(f"{path} is not a readable predictions.csv ({type(err).__name__}); "
+                        "rerun the model's stage") from None
+    missing = {"path", "true", "pred"} - set(frame.columns)
+    if missing:
+        raise UserError(f"{path} lacks column(s) {', '.join(sorted(missing))}; rerun the model's stage")
+    blank = frame[["path", "true", "pred"]].isna().any(axis=1).to_numpy()
+    if blank.any():
+        raise UserError(f"{path}: line {int(blank.argmax()) + 2} has an empty path, true or pred; "
+                        "rerun the model's stage")
+    if frame["path"].duplicated().any():
+        raise UserError(f"{path} lists crop {frame['path'][frame['path'].duplicated()].iloc[0]} twice; "
+                        "rerun the model's stage")
+    return frame
+
+
+SCORE_KEYS = ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "mean_iou")
+AGREEMENT_TOLERANCE = 1e-6
+
+
+def run_finished(model_dir: str | Path) -> bool:
+    """Whether a model folder holds a finished run: the one rule of every stage that reads one.
+
+    A run writes metrics.json after testing, and its folder appears whole (it is staged); a
+    folder with best.pt and last.pt but no metrics.json is a run that never finished.
+    """
+    return (Path(model_dir) / METRICS_NAME).is_file()
 
 
 def load_metrics(model_dir: str | Path) -> dict[str, Any]:
-    return fileio.read_json(Path(model_dir) / METRICS_NAME)
+    """A model folder's metrics.json, checked: a JSON object whose scores are numbers (or null)."""
+    path = Path(model_dir) / METRICS_NAME
+    try:
+        stored = fileio.read_json(path)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; the model's stage writes it after testing") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({type(err).__name__}); rerun that model's stage") from None
+    if not isinstance(stored, dict):
+        raise UserError(f"{path} holds a JSON {type(stored).__name__}, not an object; rerun that model's stage")
+    for key in SCORE_KEYS:
+        value = stored.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UserError(f"{path}: {key} is {value!r}, not a number; rerun that model's stage")
+    for key, kind in (("classes", list), ("per_class", dict), ("split_fingerprint", str)):
+        if stored.get(key) is not None and not isinstance(stored[key], kind):
+            raise UserError(f"{path}: {key} is a {type(stored[key]).__name__}, not a {kind.__name__}; "
+                            "rerun that model's stage")
+    return stored
+
+
+def check_agreement(name: str, recomputed: dict[str, Any], stored: dict[str, Any]) -> None:
+    """The scores recomputed from predictions.csv must be those metrics.json holds: a predictions.csv
+    cut short, or from another run, would otherwise pass for the split metrics.json names."""
+    for key in SCORE_KEYS:
+        if stored.get(key) is None:
+            continue
+        a, b = float(recomputed[key]), float(stored[key])
+        if not (math.isnan(a) and math.isnan(b)) and abs(a - b) > AGREEMENT_TOLERANCE:
+            raise UserError(f"{name}: metrics.json says {key} = {b:.6f} but its predictions.csv gives {a:.6f}; "
+                            f"the folder mixes two runs or a file was cut short, rerun that model")
 
 
 def split_key(metrics_json: dict[str, Any]) -> str:

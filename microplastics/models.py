@@ -240,10 +240,9 @@ def load_pretrained_state(spec: ArchSpec, weights: str, image_size: int) -> dict
                 f"(set TORCH_HOME to choose another cache folder: $TORCH_HOME/hub/checkpoints/{target.name}), "
                 f"or use --weights PATH (a state_dict file) or --weights none") from None
     else:
-        try:
-            state = torch.load(weights_file(weights), map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise UserError(f"--weights {weights}: not a torch state_dict file ({err})") from None
+        from .checkpoint import load_weights_only  # checkpoint imports this module
+
+        state = load_weights_only(weights_file(weights), "pass a state_dict file or a best.pt as --weights")
         if isinstance(state, dict) and "state_dict" in state and "arch" in state:
             # One of our own checkpoints: take its backbone, the head depends on the classes.
             state = {k[len("backbone."):]: v for k, v in state["state_dict"].items() if k.startswith("backbone.")}

@@ -1,7 +1,7 @@
 """prediction.py: classify crops or annotated photos with any trained model, and draw prediction grids.
 
 ``load_predictor(model_dir)`` gives one interface over a deep checkpoint (best.pt) and a classical
-pipeline (model.joblib): ``.name``, ``.classes`` and ``.predict_proba(images)`` on RGB uint8 arrays.
+pipeline (model.skops): ``.name``, ``.classes`` and ``.predict_proba(images)`` on RGB uint8 arrays.
 Three modes use it:
 
 - grid (``--models vgg16 rf ...``): seeded test crops of each model folder, classified again from
@@ -25,10 +25,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import fileio
-from .cli import UserError
+from .cli import ArgumentParser, UserError, finite_float
 from .dataset import check_data_dir, lines_digest, recorded_input
 from .images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
-from .metrics import PREDICTIONS_NAME, compute_metrics, read_predictions, write_evaluation
+from .metrics import (METRICS_NAME, PREDICTIONS_NAME, compute_metrics, read_predictions, run_finished,
+                      write_evaluation)
 from .precision import PRECISIONS
 
 if TYPE_CHECKING:  # the heavy modules load only when a model of their kind does
@@ -36,7 +37,9 @@ if TYPE_CHECKING:  # the heavy modules load only when a model of their kind does
     from .checkpoint import LoadedClassifier
 
 DEEP_FILE = "best.pt"
-CLASSICAL_FILE = "model.joblib"
+CLASSICAL_FILE = "model.skops"
+LEGACY_CLASSICAL_FILE = "model.joblib"  # found so that loading it can refuse it with the remedy
+MODEL_FILES = (DEEP_FILE, CLASSICAL_FILE, LEGACY_CLASSICAL_FILE)
 
 CONFIG_NAME = "config.json"
 GRID_IMAGE = "predictions_grid.png"
@@ -81,7 +84,7 @@ class DeepPredictor:
 
 @dataclass
 class ClassicalPredictor:
-    """A model.joblib pipeline: handcrafted features as in training, then the classifier."""
+    """A model.skops pipeline: handcrafted features as in training, then the classifier."""
 
     name: str
     model: ClassicalModel
@@ -96,26 +99,18 @@ class ClassicalPredictor:
 
 
 def load_predictor(model_dir: str | Path, device: str = "cpu", precision: str | None = None) -> Predictor:
-    """The model of a results folder (best.pt or model.joblib), or of one of those files itself.
+    """The model of a results folder whose run finished (best.pt or model.skops), or of one of those files.
 
     ``precision`` (auto, fp32, bf16; default: as in training) applies to a deep model's backbone.
     """
-    path = Path(model_dir)
-    if not path.exists():
-        raise UserError(f"model folder {path} does not exist; train a model first or check --model/--results")
-    folder = path.parent if path.is_file() else path
-    deep = path if path.suffix == ".pt" else path / DEEP_FILE
-    classical = path if path.suffix == ".joblib" else path / CLASSICAL_FILE
-    if deep.is_file():
+    path = trained_model_file(model_dir)
+    if path.name.endswith(".pt"):
         from .checkpoint import load_classifier
 
-        return DeepPredictor(name=folder.name, loaded=load_classifier(deep, device=device, precision=precision))
-    if classical.is_file():
-        from .baselines import load_model
+        return DeepPredictor(name=path.parent.name, loaded=load_classifier(path, device=device, precision=precision))
+    from .baselines import load_model
 
-        return ClassicalPredictor(name=folder.name, model=load_model(classical))
-    raise UserError(f"{path} holds no trained model ({DEEP_FILE} or {CLASSICAL_FILE}); train one with "
-                    "vgg16.py, resnet50.py, vits.py or ml-baselines.py, or point --model at its folder")
+    return ClassicalPredictor(name=path.parent.name, model=load_model(path))
 
 
 def predict_in_batches(predictor: Predictor, images: Sequence[np.ndarray], batch_size: int = 32,
@@ -147,9 +142,35 @@ def with_probabilities(frame: pd.DataFrame, probs: np.ndarray, classes: Sequence
 
 # ----------------------------------------------------------------------------- model folders
 
+def trained_model_file(path: str | Path) -> Path:
+    """The model file of a results folder (or the file itself) whose training run finished.
+
+    The one rule of every stage that reads a model folder: it counts as a trained model only
+    with its metrics.json, the file a run writes after testing. A folder with best.pt and
+    last.pt but no metrics.json is a run that was interrupted, and its best.pt is not the model
+    the run would have delivered. Anything else is a UserError that says what is missing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} holds no trained model: there is no such folder; train a model first or check "
+                        "--model/--results")
+    folder, named = (path.parent, path) if path.is_file() else (path, None)
+    found = named or next((folder / f for f in MODEL_FILES if (folder / f).is_file()), None)
+    if found is None:
+        raise UserError(f"{path} holds no trained model ({DEEP_FILE} or {CLASSICAL_FILE}); train one with "
+                        "vgg16.py, resnet50.py, vits.py or ml-baselines.py, or point --model at its folder")
+    if not run_finished(folder):
+        raise UserError(f"{folder} holds {found.name} but no {METRICS_NAME}: its training run did not finish, so it "
+                        "is not a trained model; continue it with --resume or train it again")
+    return found
+
+
 def model_file(folder: str | Path) -> Path | None:
-    """The trained model a results folder holds (best.pt or model.joblib), or None."""
-    return next((Path(folder) / f for f in (DEEP_FILE, CLASSICAL_FILE) if (Path(folder) / f).is_file()), None)
+    """The trained model of a results folder whose run finished (``trained_model_file``), or None."""
+    try:
+        return trained_model_file(folder)
+    except UserError:
+        return None
 
 
 def model_config(model_dir: str | Path) -> dict[str, Any]:
@@ -412,9 +433,9 @@ def parse_class_map(items: Sequence[str] | None) -> dict[str, str]:
 # ----------------------------------------------------------------------------- command line
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="prediction.py",
-        description="Classify microplastic crops with a trained model (deep best.pt or classical model.joblib). "
+        description="Classify microplastic crops with a trained model (deep best.pt or classical model.skops). "
                     "Grid mode (--models): a grid of seeded test crops per model, true and predicted labels, "
                     "wrong ones in red, into RESULTS/<model>/predictions_grid.png. Crops mode (--model, --input): "
                     "a CSV path,pred,prob_<class>... Photos mode (--model, --photos): every annotated particle of "
@@ -429,7 +450,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--input", nargs="+", metavar="PATH", help="crop images or folders of them to classify")
     a("--photos", metavar="DIR", help="a MICRO-style folder or a YOLO export whose annotated particles to classify")
     a("--format", choices=("auto", "deepparticle", "yolo"), default="auto", help="layout of --photos")
-    a("--margin", type=float, default=None, help="photos mode: widen each box by this fraction of its size "
+    a("--margin", type=finite_float, default=None, help="photos mode: widen each box by this fraction of its size "
                                                  "(default: the margin recorded for the model's training data, else 0)")
     a("--class-map", nargs="+", metavar="OLD=NEW", help="photos mode: rename annotation labels before scoring, "
                                                         "e.g. pallet=pellet fiber=line")
@@ -461,6 +482,10 @@ def _check_args(args: argparse.Namespace) -> str:
         raise UserError("--batch-size and --grid-size must be at least 1")
     if args.margin is not None and not args.margin >= 0:
         raise UserError(f"--margin must be 0 or more, got {args.margin}")
+    if args.out:
+        fileio.check_output_dir(args.out, "--out")
+    if args.csv:
+        fileio.check_output_file(args.csv, "--csv")
     return modes[0]
 
 
@@ -490,9 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_grids(args: argparse.Namespace, device: str) -> int:
     dirs = [Path(args.results) / name for name in dict.fromkeys(args.models)]
     for folder in dirs:  # every folder checked before any work
-        if model_file(folder) is None:
-            raise UserError(f"{folder} holds no trained model ({DEEP_FILE} or {CLASSICAL_FILE}); "
-                            f"train it first or check --results")
+        trained_model_file(folder)
     for folder in dirs:
         predictor = load_predictor(folder, device, args.precision)
         result = write_prediction_grid(folder, predictor, resolve_data_dir(folder, args.data), args.grid_size,

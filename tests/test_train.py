@@ -128,8 +128,11 @@ def test_resume_ends_where_an_unbroken_run_ends(arch, extra, imbalanced, tmp_pat
         with pytest.raises(KeyboardInterrupt):
             run([*flags, "--results", str(tmp_path / "broken")])
     broken = tmp_path / "broken" / arch
-    assert len(pd.read_csv(broken / "history.csv")) == 2 and not (broken / "metrics.json").exists()
+    (staged,) = broken.parent.glob(f".{arch}.partial.*")  # the stopped run, kept aside for --resume
+    assert len(pd.read_csv(staged / "history.csv")) == 2 and not (staged / "metrics.json").exists()
+    assert not broken.exists()
     run([*flags, "--results", str(tmp_path / "broken"), "--resume"])
+    assert not staged.exists() and (broken / "metrics.json").is_file()
     whole = tmp_path / "whole" / arch
     h1, h2 = (pd.read_csv(d / "history.csv").drop(columns="seconds") for d in (whole, broken))
     assert h1.equals(h2)
