@@ -175,8 +175,9 @@ def write_owner(staging: Path, model_dir: Path, arch: str) -> None:
 
 
 def write_outputs(out_dir: Path, sel: Selection, maps: dict[str, np.ndarray], alpha: float, title: str,
-                  model_dir: Path, arch: str) -> list[str]:
-    """Panels, overview and selection.csv into a staging folder that then replaces ``out_dir``."""
+                  model_dir: Path, arch: str, localised: tuple[pd.DataFrame, dict] | None = None) -> list[str]:
+    """Panels, overview, selection.csv (and the localisation files) into a staging folder that then
+    replaces ``out_dir``."""
     with fileio.staged_dir(out_dir) as staging:
         names = []
         for k, (image, true, rel) in enumerate(zip(sel.images, sel.rows["true"], sel.rows["path"])):
@@ -188,6 +189,8 @@ def write_outputs(out_dir: Path, sel: Selection, maps: dict[str, np.ndarray], al
         table = sel.rows.rename(columns={"pred": "recorded_pred"})[["path", "true", "recorded_pred"]].assign(
             pred=sel.pred, confidence=sel.confidence, panel=names)
         table.to_csv(staging / SELECTION_NAME, index=False, float_format="%.6f")
+        if localised is not None:
+            localisation.write(staging, *localised)
         write_owner(staging, model_dir, arch)
     return names
 
@@ -251,13 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sel = Selection(rows=rows, images=images, pred=[loaded.classes[i] for i in pred_idx],
                     confidence=probs[np.arange(len(probs)), pred_idx])
     title = f"{loaded.arch}: {', '.join(methods)} (target: {args.target} class)"
-    write_outputs(out_dir, sel, maps, args.alpha, title, model_dir, loaded.arch)
+    localised = localisation.measure_crops(data_dir, rows["path"].tolist(), rows["true"].tolist(), sel.pred, images,
+                                           maps, args.target)
+    write_outputs(out_dir, sel, maps, args.alpha, title, model_dir, loaded.arch, localised)
     right = sum(t == p for t, p in zip(rows["true"], sel.pred))
     print(f"{loaded.arch}: {len(rows)} crop(s), {right} right, methods {', '.join(methods)} -> {out_dir}")
-    found = localisation.measure_and_write(out_dir, data_dir, rows["path"].tolist(), rows["true"].tolist(),
-                                           sel.pred, images, maps, args.target)
-    if found is not None:
-        print(f"{loaded.arch}: {localisation.summary_line(found)} -> {out_dir / localisation.CSV_NAME}")
+    if localised is not None:
+        print(f"{loaded.arch}: {localisation.summary_line(localised[1])} -> {out_dir / localisation.CSV_NAME}")
     return 0
 
 

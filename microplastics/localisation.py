@@ -147,10 +147,10 @@ def write(out_dir: Path, table: pd.DataFrame, summary: dict[str, Any]) -> None:
     fileio.write_json(out_dir / JSON_NAME, summary)
 
 
-def measure_and_write(out_dir: Path, data_dir: Path, paths: Sequence[str], true: Sequence[str],
-                      pred: Sequence[str], images: Sequence[np.ndarray], maps: Mapping[str, np.ndarray],
-                      target: str) -> dict[str, Any] | None:
-    """Grad-CAM's localisation step: localisation.csv and .json in ``out_dir``; None without a manifest."""
+def measure_crops(data_dir: Path, paths: Sequence[str], true: Sequence[str], pred: Sequence[str],
+                  images: Sequence[np.ndarray], maps: Mapping[str, np.ndarray], target: str
+                  ) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """Grad-CAM's localisation step: (localisation.csv's table, localisation.json); None without a manifest."""
     shapes = [tuple(int(v) for v in image.shape[:2]) for image in images]
     try:
         boxes, margin = crop_boxes(data_dir, paths, shapes)
@@ -158,9 +158,7 @@ def measure_and_write(out_dir: Path, data_dir: Path, paths: Sequence[str], true:
         print(f"warning: localisation not measured: {err}", file=sys.stderr)
         return None
     table = measure(paths, true, pred, shapes, boxes, maps)
-    summary = summarise(table, margin, target)
-    write(out_dir, table, summary)
-    return summary
+    return table, summarise(table, margin, target)
 
 
 def read_summary(folder: Path) -> dict[str, Any] | None:
