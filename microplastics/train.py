@@ -202,7 +202,8 @@ def make_loader_factory(dataset_for_epoch: Callable[[int], Any], labels: np.ndar
 
 
 def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, classes: list[str],
-              device: torch.device, info: engine.DistInfo, progress: bool) -> dict[str, Any]:
+              device: torch.device, info: engine.DistInfo, progress: bool,
+              frozen_amp: torch.dtype | None) -> dict[str, Any]:
     """Loaders for both modes: train (a per-epoch factory), val, test; plus the test labels and paths."""
     root = Path(cfg["data"])
     train, val, test = (split_data(manifest, classes, s) for s in ("train", "val", "test"))
@@ -238,11 +239,10 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
     def compute() -> dict[str, torch.Tensor]:
         layout = memory_format_for(spec.family)
         backbone = model.backbone.to(device, memory_format=layout)
-        amp = resolve_precision(cfg["precision"], device, amp=not cfg["no_amp"], frozen=True)
 
         def run(ds, desc):
             emb, st = compute_embeddings(backbone, ds, batch_size=cfg["embed_batch_size"], device=device,
-                                         workers=workers, amp_dtype=amp, desc=desc, progress=progress,
+                                         workers=workers, amp_dtype=frozen_amp, desc=desc, progress=progress,
                                          memory_format=layout)
             for k in stats:
                 stats[k] += st[k]
@@ -340,12 +340,12 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any], info: engine.DistInfo) -
         check_resume(last, cfg)
     model = spec.build(len(classes), cfg["weights"], cfg["image_size"])
     if not info.is_main:
-        return _train(cfg, info, device, manifest, classes, spec, model, last, None)
+        return _train(cfg, info, device, manifest, classes, spec, model, last, None, amp, frozen_amp)
     # The run writes into a staging folder that replaces out_dir only when it has finished: until
     # then out_dir stays the last finished run, and a stopped run can be continued with --resume.
     work_dir = open_run_dir(out_dir, last_path)
     try:
-        code = _train(cfg, info, device, manifest, classes, spec, model, last, work_dir)
+        code = _train(cfg, info, device, manifest, classes, spec, model, last, work_dir, amp, frozen_amp)
     except BaseException:
         fileio.release_staging(work_dir, remove_lock=False)  # a later --resume takes the lock over
         if (work_dir / checkpoint.LAST_NAME).is_file():
@@ -404,17 +404,19 @@ def _from_main(value: Any, info: engine.DistInfo) -> Any:
 
 def _train(cfg: dict[str, Any], info: engine.DistInfo, device: torch.device, manifest,
            classes: list[str], spec: ArchSpec, model: nn.Module, last: dict[str, Any] | None,
-           out_dir: Path | None) -> int:
-    """Train (continuing ``last`` when given) and test; the main process writes into ``out_dir``."""
+           out_dir: Path | None, amp: torch.dtype | None, frozen_amp: torch.dtype | None) -> int:
+    """Train (continuing ``last`` when given) and test; the main process writes into ``out_dir``.
+
+    ``amp`` is the autocast dtype of the training passes, ``frozen_amp`` that of the frozen backbone's
+    embedding pass (both resolved once, in ``_run``, where they are recorded)."""
     if info.is_main:
         fileio.write_json(out_dir / CONFIG_NAME, cfg)
         print(f"{spec.name}: {len(classes)} classes, {cfg['finetune']} mode, weights {cfg['weights_used']}, "
               f"device {device}{f' x{info.world_size}' if info.enabled else ''}", flush=True)
 
     progress = info.is_main and sys.stderr.isatty()
-    amp = resolve_precision(cfg["precision"], device, amp=not cfg["no_amp"], frozen=False)  # training passes
     start = time.perf_counter()
-    data = load_data(cfg, spec, model, manifest, classes, device, info, progress)
+    data = load_data(cfg, spec, model, manifest, classes, device, info, progress, frozen_amp)
     embed_seconds = time.perf_counter() - start
     if cfg["finetune"] == "head":
         model.backbone.requires_grad_(False)
