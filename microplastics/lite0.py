@@ -79,8 +79,3 @@ def package_version() -> str | None:
         return importlib.metadata.version(WEIGHTS_PACKAGE)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def imagenet_state() -> dict[str, torch.Tensor]:
-    """The packaged ImageNet weights in timm's key layout (the 1000-class classifier included)."""
-    return to_timm(torch.load(weights_path(), map_location="cpu", weights_only=True))

@@ -222,8 +222,9 @@ def file_sha256(path: str | Path) -> str:
 def load_pretrained_state(spec: ArchSpec, weights: str, image_size: int) -> dict[str, torch.Tensor]:
     """State dict of the torchvision model (original head) from ImageNet or a file."""
     if weights == "imagenet" and spec.packaged:
-        _packaged_file()  # one clear line when the package is missing
-        state = lite0.imagenet_state()  # read from disk: no network, ever
+        from .checkpoint import load_weights_only  # checkpoint imports this module
+        # read from disk, no network ever; a damaged file is one line like any other weights file
+        state = lite0.to_timm(load_weights_only(_packaged_file(), f"reinstall {lite0.WEIGHTS_PACKAGE}"))
     elif weights == "imagenet":
         w = _imagenet_weights(spec)
         target = expected_weights_file(spec)

@@ -158,7 +158,7 @@ def test_head_cache_and_full_mode_work_as_for_the_other_architectures(processed_
     run(run_args(processed_dir, tmp_path / "full", "--finetune", "full", "--epochs", "1", "--batch-size", "16"))
     out = tmp_path / "full" / "efficientnet_lite0"
     best = torch.load(out / "best.pt", weights_only=True)
-    pretrained = lite0.imagenet_state()
+    pretrained = lite0.to_timm(torch.load(lite0.weights_path(), map_location="cpu", weights_only=True))
     # the backbone trained too, starting from the ImageNet weights
     assert not torch.equal(best["state_dict"]["backbone.conv_stem.weight"], pretrained["conv_stem.weight"])
     assert fileio.read_json(out / "metrics.json")["finetune"] == "full"
