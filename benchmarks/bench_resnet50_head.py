@@ -91,6 +91,7 @@ def one_original_epoch(args: argparse.Namespace) -> tuple[float, int]:
     from microplastics.dataset import load_manifest, split_frame
     from microplastics.embeddings import CropDataset, compute_embeddings
     from microplastics.models import get_spec
+    from microplastics.precision import amp_dtype_for
     from microplastics.transforms import EvalPreset, TrainPreset
 
     device = engine.resolve_device(args.device)
@@ -103,7 +104,7 @@ def one_original_epoch(args: argparse.Namespace) -> tuple[float, int]:
     start = time.perf_counter()
     for ds in sets:
         compute_embeddings(model.backbone.to(device), ds, batch_size=32, device=device, workers=args.workers,
-                           amp_dtype=engine.amp_dtype_for(device), desc="original epoch", progress=False)
+                           amp_dtype=amp_dtype_for(device), desc="original epoch", progress=False)
     return time.perf_counter() - start, len(train) + len(val)
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import fileio
 from .cli import UserError
 from .embeddings import item_seed
-from .precision import amp_dtype_for, autocast_for  # noqa: F401 (amp_dtype_for: part of the engine's API)
+from .precision import autocast_for
 
 HISTORY_NAME = "history.csv"
 CURVES_NAME = "curves.png"

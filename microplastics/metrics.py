@@ -16,6 +16,7 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 
 from . import fileio
 from .cli import UserError
+from .stats import SCORES
 
 METRICS_NAME = "metrics.json"
 PREDICTIONS_NAME = "predictions.csv"
@@ -131,7 +132,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-SCORE_KEYS = ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "mean_iou")
+SCORE_KEYS = ("n", *SCORES)
 AGREEMENT_TOLERANCE = 1e-6
 
 
