@@ -53,11 +53,11 @@ def main() -> None:
     for name, records in sorted(truth.items()):
         image = read_rgb(Path(args.photos) / "raw_img" / name)
         start, cpu_start = time.perf_counter(), time.process_time()
-        find_particles(image, settings)
+        found = find_particles(image, settings)
         finder_seconds += time.perf_counter() - start
         finder_cpu += time.process_time() - cpu_start
-        _, frame, probs, _ = process_photo(image, predictor, settings, None, margin, 64)
-        classify_columns(frame, probs, predictor.classes, args.review_below)
+        _, frame, probs, _ = process_photo(image, predictor, settings, None, margin, 64, found=found)
+        frame = classify_columns(frame, probs, predictor.classes, args.review_below)
         boxes = list(zip(frame["minr"], frame["minc"], frame["maxr"], frame["maxc"]))
         gt = [(r.minr, r.minc, r.maxr, r.maxc) for r in records]
         photos[name] = detection.PhotoBoxes(boxes, list(frame["class"]), gt, [r.label or "" for r in records])

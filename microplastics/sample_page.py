@@ -41,11 +41,9 @@ def draw_overlay(image: np.ndarray, labels: np.ndarray, frame: pd.DataFrame, cla
         org = (left, max(10, top - 3))
         cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 2, cv2.LINE_AA)
         cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1, cv2.LINE_AA)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with fileio.atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp.with_suffix(".png")), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
+    with fileio.atomic_path(path) as tmp:  # keeps the .png suffix that cv2 reads the format from
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
             raise OSError(f"could not write {path}")
-        tmp.with_suffix(".png").replace(tmp)
 
 
 def save_size_distribution(particles: pd.DataFrame, classes: Sequence[str], unit: str, path: Path) -> None:

@@ -30,7 +30,8 @@ from .annotations import BoxRecord, crop_box, detect_format, read_annotations, r
 from .cli import UserError
 from .finder import FinderSettings, find_particles
 from .images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
-from .predict import Predictor, default_margin, load_predictor, parse_class_map, predict_in_batches
+from .predict import (Predictor, default_margin, load_predictor, parse_class_map, predict_in_batches,
+                      with_probabilities)
 
 FOUND_DIR = "found"
 SAMPLES_CSV = "samples.csv"
@@ -104,9 +105,12 @@ def list_photos(root: Path, out_dir: Path | None = None) -> tuple[Path, list[Pat
 # ----------------------------------------------------------------------------- one photo
 
 def process_photo(image: np.ndarray, predictor: Predictor, settings: FinderSettings, um_per_px: float | None,
-                  margin: float, batch_size: int) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, list[np.ndarray]]:
-    """(labels, one row per particle with its box and measures in pixels, probabilities, crops)."""
-    labels, found = find_particles(image, settings, um_per_px)
+                  margin: float, batch_size: int, found: tuple[np.ndarray, list] | None = None
+                  ) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, list[np.ndarray]]:
+    """(labels, one row per particle with its box and measures in pixels, probabilities, crops).
+
+    ``found`` is ``find_particles``' result when the caller already has it (the benchmark times it)."""
+    labels, found = found if found is not None else find_particles(image, settings, um_per_px)
     boxes = [(f.label, f.minr, f.minc, f.maxr, f.maxc) for f in found]
     crops = [crop_box(image, BoxRecord(Path(), str(f.label), f.minr, f.minc, f.maxr, f.maxc, None, ""), margin)
              for f in found]
@@ -116,11 +120,12 @@ def process_photo(image: np.ndarray, predictor: Predictor, settings: FinderSetti
     return labels, pd.concat([frame, measures], axis=1), probs, crops
 
 
-def classify_columns(frame: pd.DataFrame, probs: np.ndarray, classes: Sequence[str], review_below: float) -> None:
-    frame["class"] = [classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
-    for j, c in enumerate(classes):
-        frame[f"prob_{c}"] = probs[:, j] if len(probs) else []
+def classify_columns(frame: pd.DataFrame, probs: np.ndarray, classes: Sequence[str],
+                     review_below: float) -> pd.DataFrame:
+    """``frame`` plus ``class``, one ``prob_<class>`` column per class and ``uncertain``."""
+    frame = with_probabilities(frame, probs, classes).rename(columns={"pred": "class"})
     frame["uncertain"] = probs.max(axis=1) < review_below if len(probs) else []
+    return frame
 
 
 # ----------------------------------------------------------------------------- the run
@@ -159,13 +164,14 @@ def run_find(args: argparse.Namespace, device: str) -> int:
                 continue
             um_per_px = measure.scale_for(name, scale)
             labels, frame, probs, crops = process_photo(image, predictor, settings, um_per_px, margin, args.batch_size)
-            classify_columns(frame, probs, predictor.classes, args.review_below)
+            frame = classify_columns(frame, probs, predictor.classes, args.review_below)
             frame.insert(0, "photo", name)
             parts.append(frame)
             photo_rows.append({"photo": name, "sample": samples.sample_of(name, root.name, pattern),
                                "height": image.shape[0], "width": image.shape[1]})
             draw_overlay(image, labels, frame, predictor.classes, staging / "overlays" / f"{name}.png")
-            review.extend((crop, row) for crop, (_, row) in zip(crops, frame.iterrows()) if row["uncertain"])
+            if len(review) < REVIEW_LIMIT:  # the sheet shows the first ones; particles.csv flags them all
+                review.extend((crop, row) for crop, (_, row) in zip(crops, frame.iterrows()) if row["uncertain"])
         if not parts:
             raise UserError(f"none of the {len(photos)} photo(s) in {photo_root} could be read")
         photo_table = pd.DataFrame(photo_rows)
