@@ -78,7 +78,7 @@ $(error stage script(s) not found: $(MISSING_STAGES))
 endif
 
 DEPS_MK := .cache/stage-deps.mk
-$(DEPS_MK): tools/stage_deps.py microplastics $(wildcard *.py microplastics/*.py)
+$(DEPS_MK): tools/stage_deps.py microplastics $(wildcard *.py microplastics/*.py microplastics/*/*.py)
 	@mkdir -p $(@D)
 	@$(PYTHON) tools/stage_deps.py $(STAGES) > $@.tmp && mv $@.tmp $@
 include $(DEPS_MK)

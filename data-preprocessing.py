@@ -5,8 +5,8 @@ Reads a DeepParticle folder (raw_img/ + annotation/<photo>.tsv) or a YOLO export
 manifest.csv and summary.json. Run with --help for the options; see
 docs/data-preprocessing.md for details.
 """
-from microplastics.cli import run
-from microplastics.preprocess import main
+from microplastics.core.cli import run
+from microplastics.data.preprocessing import main
 
 if __name__ == "__main__":
     run(main)

@@ -4,8 +4,8 @@ Writes one panel per chosen crop and an overview into results/<arch>/gradcam/. S
 docs/explain-predict.md.
 Example: python grad-cam.py --model results/vgg16 --per-class 4 --method gradcam gradcam++
 """
-from microplastics.cli import run
-from microplastics.gradcam import main
+from microplastics.core.cli import run
+from microplastics.explain.grad_cam import main
 
 if __name__ == "__main__":
     run(main)

@@ -6,8 +6,8 @@ folder or YOLO export and scores it when labelled; --photos DIR --find finds, me
 classifies the particles of photos nobody annotated (docs/find.md). See --help and docs/explain-predict.md.
 Example: python prediction.py --models vgg16 resnet50 vit_b_16 rf svm
 """
-from microplastics.cli import run
-from microplastics.predict import main
+from microplastics.core.cli import run
+from microplastics.predict.predictor import main
 
 if __name__ == "__main__":
     run(main)

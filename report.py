@@ -5,8 +5,8 @@ McNemar tests, and one HTML page with the data summary and every figure the stag
 
 Writes results/summary.csv, results/summary.md and results/report.html.
 """
-from microplastics.cli import run
-from microplastics.reports import main
+from microplastics.core.cli import run
+from microplastics.results.report import main
 
 if __name__ == "__main__":
     run(main)

@@ -6,8 +6,8 @@ cropping when the photos can be found (to the stored crops otherwise). Writes
 robustness.csv, robustness_predictions.csv, robustness.json and robustness.png into each
 model folder. Run with --help for the options; docs/robustness.md explains the suite.
 """
-from microplastics.cli import run
-from microplastics.robustness import main
+from microplastics.core.cli import run
+from microplastics.predict.robustness import main
 
 if __name__ == "__main__":
     run(main)

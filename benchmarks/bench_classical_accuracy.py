@@ -22,8 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microplastics import baselines, metrics, stats  # noqa: E402
-from microplastics.cli import default_workers  # noqa: E402
-from microplastics.features import FEATURE_KINDS  # noqa: E402
+from microplastics.core.cli import default_workers  # noqa: E402
+from microplastics.classical.features import FEATURE_KINDS  # noqa: E402
 
 COMPARED = ("original", "full")  # the study's set against the extended one
 

@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microplastics import dataset  # noqa: E402
-from microplastics.cli import default_workers  # noqa: E402
-from microplastics.features import FEATURE_KINDS, FeatureSettings, extract_from_files  # noqa: E402
+from microplastics.core.cli import default_workers  # noqa: E402
+from microplastics.classical.features import FEATURE_KINDS, FeatureSettings, extract_from_files  # noqa: E402
 
 
 def main() -> None:

@@ -46,14 +46,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from microplastics import fileio, precision, train  # noqa: E402
-from microplastics.cli import UserError  # noqa: E402
-from microplastics.dataset import (MANIFEST_NAME, SUMMARY_NAME, class_names, load_manifest,  # noqa: E402
+from microplastics.core.cli import UserError  # noqa: E402
+from microplastics.data.dataset import (MANIFEST_NAME, SUMMARY_NAME, class_names, load_manifest,  # noqa: E402
                                    manifest_digest, split_frame)
-from microplastics.embeddings import CropDataset, compute_embeddings  # noqa: E402
-from microplastics.metrics import read_predictions  # noqa: E402
-from microplastics.models import get_spec  # noqa: E402
-from microplastics.stats import bootstrap_intervals  # noqa: E402
-from microplastics.transforms import EvalPreset  # noqa: E402
+from microplastics.deep.embeddings import CropDataset, compute_embeddings  # noqa: E402
+from microplastics.results.metrics import read_predictions  # noqa: E402
+from microplastics.deep.models import get_spec  # noqa: E402
+from microplastics.results.stats import bootstrap_intervals  # noqa: E402
+from microplastics.deep.transforms import EvalPreset  # noqa: E402
 
 SPEED_TARGET, LABELS_TARGET = 1.8, 0.99
 

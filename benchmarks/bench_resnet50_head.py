@@ -87,12 +87,12 @@ def one_original_epoch(args: argparse.Namespace) -> tuple[float, int]:
     """The original recipe's per-epoch backbone work: train crops (augmented) + val crops (clean)."""
     import numpy as np
 
-    from microplastics import engine
-    from microplastics.dataset import load_manifest, split_frame
-    from microplastics.embeddings import CropDataset, compute_embeddings
-    from microplastics.models import get_spec
-    from microplastics.precision import amp_dtype_for
-    from microplastics.transforms import EvalPreset, TrainPreset
+    from microplastics.deep import engine
+    from microplastics.data.dataset import load_manifest, split_frame
+    from microplastics.deep.embeddings import CropDataset, compute_embeddings
+    from microplastics.deep.models import get_spec
+    from microplastics.deep.precision import amp_dtype_for
+    from microplastics.deep.transforms import EvalPreset, TrainPreset
 
     device = engine.resolve_device(args.device)
     manifest = load_manifest(args.data)
@@ -112,7 +112,7 @@ def make_subset(data: str, fraction: float, dest: Path, seed: int = 0) -> str:
     """A processed_MICRO folder holding a stratified ``fraction`` of each split (crops linked, not copied)."""
     import pandas as pd
 
-    from microplastics.dataset import load_manifest
+    from microplastics.data.dataset import load_manifest
 
     manifest = load_manifest(data)
     keep = [i for _, g in manifest.groupby(["split", "label"])
@@ -156,7 +156,7 @@ def main() -> None:
                                      timing["embedding_images"])
     load1 = os.getloadavg()[0]
     if args.skip_original:
-        from microplastics.dataset import load_manifest
+        from microplastics.data.dataset import load_manifest
 
         manifest = load_manifest(args.data)
         n_epoch = int((manifest["split"] != "test").sum())

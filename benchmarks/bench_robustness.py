@@ -15,7 +15,7 @@ clean >= 0.98; pretrained Lite0 >= 0.95 under corruption, clean >= 0.99).
 Trained folders are kept under --work and reused on a second run unless --retrain (a deep run
 stopped early is reused too: robustness.py needs only its best.pt); so are their robustness
 scores, while newer than the model and made with the same seed and photos, unless --rescore. The 95 % interval of the
-clean macro-F1 is a bootstrap over the test crops (microplastics.stats).
+clean macro-F1 is a bootstrap over the test crops (microplastics.results.stats).
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from microplastics import dataset  # noqa: E402
-from microplastics.predict import model_file  # noqa: E402
-from microplastics.stats import bootstrap_intervals  # noqa: E402
+from microplastics.predict.predictor import model_file  # noqa: E402
+from microplastics.results.stats import bootstrap_intervals  # noqa: E402
 MP100 = ROOT.parent / "shared" / "datasets" / "mp100" / "MICRO"
 PY = sys.executable
 

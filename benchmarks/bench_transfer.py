@@ -9,7 +9,7 @@ each from the first:
 - the same from random weights;
 - full fine-tuning from ImageNet weights, and from random weights.
 
-It prints one table: test macro-F1 with its 95 % bootstrap interval (microplastics.stats), the
+It prints one table: test macro-F1 with its 95 % bootstrap interval (microplastics.results.stats), the
 backbone pass (head mode: once per view, cached and shared by the rows of one set of weights),
 the training epochs and the total, and says whether ImageNet beat random initialisation by
 more than the intervals (the figure this benchmark is judged by: pretrained head mode's
@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_robustness import MP100, PY, prepare, sh, slug  # noqa: E402  (this folder is sys.path[0])
-from microplastics.metrics import load_metrics, read_predictions  # noqa: E402
-from microplastics.stats import bootstrap_intervals  # noqa: E402
+from microplastics.results.metrics import load_metrics, read_predictions  # noqa: E402
+from microplastics.results.stats import bootstrap_intervals  # noqa: E402
 
 ARCH = "efficientnet_lite0"
 

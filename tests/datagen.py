@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from microplastics.dataset import manifest_digest
+from microplastics.data.dataset import manifest_digest
 
 CLASSES = ("foam", "hard", "line", "pellet")
 

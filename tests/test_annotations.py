@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from microplastics.annotations import BoxRecord, crop_box, read_annotations
-from microplastics.cli import UserError
+from microplastics.data.annotations import BoxRecord, crop_box, read_annotations
+from microplastics.core.cli import UserError
 
 HEADER = "ID\tminr\tminc\tmaxr\tmaxc\tclass\n"
 

@@ -7,8 +7,8 @@ import zipfile
 import pytest
 
 from fake_figshare import micro_files, tar_bytes
-from microplastics import archive
-from microplastics.cli import UserError
+from microplastics.data import archive
+from microplastics.core.cli import UserError
 
 
 def _tar_with(path, entries):

@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 
 from datagen import make_processed
-from microplastics import baselines, dataset, metrics
-from microplastics.cli import UserError
-from microplastics.fileio import read_json
-from microplastics.images import read_rgb
+from microplastics.classical import baselines
+from microplastics.data import dataset
+from microplastics.results import metrics
+from microplastics.core.cli import UserError
+from microplastics.core.fileio import read_json
+from microplastics.core.images import read_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_FILES = {"config.json", "metrics.json", "predictions.csv", "classification_report.txt",
@@ -162,7 +164,7 @@ def test_help_explains_the_options():
 
 
 def test_prediction_grid_draws_any_crops_and_checks_its_input(tmp_path):
-    from microplastics.grids import save_prediction_grid
+    from microplastics.results.grids import save_prediction_grid
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (20, 30, 3), dtype=np.uint8), rng.integers(0, 256, (9, 40), dtype=np.uint8),

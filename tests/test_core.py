@@ -5,8 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from microplastics import dataset, fileio, metrics
-from microplastics.cli import UserError
+from microplastics.data import dataset
+from microplastics.core import fileio
+from microplastics.results import metrics
+from microplastics.core.cli import UserError
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

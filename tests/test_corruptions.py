@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from datagen import draw_crop
-from microplastics import corruptions
-from microplastics.cli import UserError
-from microplastics.images import read_rgb
+from microplastics.data import corruptions
+from microplastics.core.cli import UserError
+from microplastics.core.images import read_rgb
 
 NAMES = corruptions.corruption_names()
 

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from microplastics import fileio
-from microplastics.checkpoint import load_classifier
-from microplastics.images import read_rgb
-from microplastics.metrics import read_predictions
-from microplastics.train import OUTPUT_FILES
+from microplastics.core import fileio
+from microplastics.deep.checkpoint import load_classifier
+from microplastics.core.images import read_rgb
+from microplastics.results.metrics import read_predictions
+from microplastics.deep.stage import OUTPUT_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 

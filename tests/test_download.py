@@ -4,8 +4,8 @@ import hashlib
 import pytest
 
 from fake_figshare import closed_port, micro_files, serve, tar_bytes
-from microplastics import download
-from microplastics.cli import UserError
+from microplastics.data import download
+from microplastics.core.cli import UserError
 
 DATA = tar_bytes(micro_files())
 NAME = "MICRO.tar.gz"

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from microplastics import fileio
-from microplastics.checkpoint import load_classifier
-from microplastics.dataset import load_manifest, manifest_digest, split_frame
-from microplastics.embeddings import CropDataset, cache_key
-from microplastics.cli import UserError
-from microplastics.models import IMAGENET_MEAN, IMAGENET_STD
-from microplastics.precision import cpu_supports_bf16, precision_name, resolve_precision
-from microplastics.train import main, smote_views
-from microplastics.transforms import EvalPreset, TrainPreset
+from microplastics.core import fileio
+from microplastics.deep.checkpoint import load_classifier
+from microplastics.data.dataset import load_manifest, manifest_digest, split_frame
+from microplastics.deep.embeddings import CropDataset, cache_key
+from microplastics.core.cli import UserError
+from microplastics.deep.models import IMAGENET_MEAN, IMAGENET_STD
+from microplastics.deep.precision import cpu_supports_bf16, precision_name, resolve_precision
+from microplastics.deep.stage import main, smote_views
+from microplastics.deep.transforms import EvalPreset, TrainPreset
 
 
 @pytest.fixture(autouse=True)

@@ -11,10 +11,10 @@ from torch import nn
 from torchvision.models import VGG
 from torchvision.models.vgg import make_layers
 
-from microplastics import explain, gradcam
-from microplastics.cli import run
-from microplastics.models import ArchSpec, get_spec
-from microplastics.train import main_for
+from microplastics.explain import cam as explain, grad_cam as gradcam
+from microplastics.core.cli import run
+from microplastics.deep.models import ArchSpec, get_spec
+from microplastics.deep.stage import main_for
 
 
 def tiny_vgg(image_size: int) -> VGG:
@@ -216,10 +216,10 @@ def test_grad_cam_cli_measures_localisation_against_the_recorded_margin(deep_res
     import json
     import shutil
 
-    from microplastics import localisation
-    from microplastics.checkpoint import load_classifier
-    from microplastics.dataset import manifest_digest
-    from microplastics.predict import read_crop
+    from microplastics.explain import localisation
+    from microplastics.deep.checkpoint import load_classifier
+    from microplastics.data.dataset import manifest_digest
+    from microplastics.predict.predictor import read_crop
 
     # The same 48 px crops, described as 24 px particle boxes cut with margin 0.5 (12 px each side).
     data = tmp_path / "processed"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from fake_figshare import closed_port, micro_files, serve, tar_bytes
-from microplastics import download, extraction, origin
-from microplastics.cli import UserError
+from microplastics.data import download, extraction, origin
+from microplastics.core.cli import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = tar_bytes(micro_files(3))

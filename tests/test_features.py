@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from datagen import make_processed
-from microplastics import dataset
-from microplastics.images import read_rgb
-from microplastics.features import (FEATURE_KINDS, FeatureSettings, cache_path, dataset_features, extract_features,
+from microplastics.data import dataset
+from microplastics.core.images import read_rgb
+from microplastics.classical.features import (FEATURE_KINDS, FeatureSettings, cache_path, dataset_features, extract_features,
                                     extract_from_files, feature_names)
 
 
@@ -124,7 +124,7 @@ def test_cache_is_reused_and_keyed_by_manifest_and_settings(small_data, monkeypa
     first, hit1 = dataset_features(small_data, rel, digest, FeatureSettings("full"))
     assert not hit1 and cache_path(small_data, digest, FeatureSettings("full")).is_file()
     # A second run must not compute anything: make computing impossible.
-    monkeypatch.setattr("microplastics.features.extract_from_files",
+    monkeypatch.setattr("microplastics.classical.features.extract_from_files",
                         lambda *a, **k: pytest.fail("features recomputed despite the cache"))
     second, hit2 = dataset_features(small_data, rel, digest, FeatureSettings("full"))
     assert hit2 and np.array_equal(first, second)
@@ -140,7 +140,7 @@ def test_cache_is_reused_and_keyed_by_manifest_and_settings(small_data, monkeypa
 
 
 def test_unreadable_crop_is_a_user_error(small_data):
-    from microplastics.cli import UserError
+    from microplastics.core.cli import UserError
 
     bad = small_data / "train" / "foam" / "foam_0000.png"
     bad.write_bytes(b"not a png")
@@ -168,7 +168,7 @@ def test_real_mp100_crops_give_finite_vectors_that_separate_classes(mp100):
 def test_moments_match_scipy():
     from scipy import stats
 
-    from microplastics.features import moments
+    from microplastics.classical.features import moments
 
     values = np.random.default_rng(1).gamma(2.0, size=4096)
     skew, kurt = moments(values)
@@ -180,7 +180,7 @@ def test_moments_match_scipy():
 def test_compact_glcm_gives_the_256_level_texture_figures(name):
     from skimage.feature import graycomatrix, graycoprops
 
-    from microplastics.features import as_rgb_uint8, cooccurrence, resize_square
+    from microplastics.classical.features import as_rgb_uint8, cooccurrence, resize_square
 
     gray = cv2.cvtColor(resize_square(as_rgb_uint8(odd_crops()[name]), 64), cv2.COLOR_RGB2GRAY)
     reference = graycomatrix(gray, [1], [0], levels=256, symmetric=True, normed=True)

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from microplastics import detection, finder, measure, samples
-from microplastics.baselines import main as baselines_main
-from microplastics.cli import UserError
+from microplastics.find import detection, finder, measure, samples
+from microplastics.classical.baselines import main as baselines_main
+from microplastics.core.cli import UserError
 from photodraw import draw_photo, fibre_mask, paper, paste, touching_discs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,7 +230,7 @@ def test_bad_find_input_is_one_line_and_exit_2(model, photos, tmp_path, extra, m
 
 
 def test_finder_on_real_photos_finds_most_annotated_particles(mp100):
-    from microplastics.images import read_rgb
+    from microplastics.core.images import read_rgb
 
     tsvs = sorted((mp100 / "MICRO" / "annotation").glob("*.tsv"))[::80]
     found, truth, hits = 0, 0, 0
@@ -246,7 +246,7 @@ def test_finder_on_real_photos_finds_most_annotated_particles(mp100):
 def test_reference_objects_calibrate_their_photos_and_the_others_get_the_median(capsys):
     import argparse
 
-    from microplastics.sample_report import calibrate
+    from microplastics.find.sample_report import calibrate
 
     particles = pd.DataFrame({"photo": ["a", "a", "b", "b", "c"], "class": ["reference", "fiber", "reference",
                                                                            "reference", "fiber"],

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from microplastics import fileio, iou, metrics
-from microplastics.cli import UserError
+from microplastics.core import fileio
+from microplastics.classical import iou
+from microplastics.results import metrics
+from microplastics.core.cli import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["x", "y", "z"]

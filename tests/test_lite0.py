@@ -11,10 +11,12 @@ import pytest
 import torch
 from skimage import data as skdata
 
-from microplastics import explain, fileio, lite0, models
-from microplastics.models import get_spec
-from microplastics.train import main_for
-from microplastics.transforms import EvalPreset, batch_tensor
+from microplastics.explain import cam as explain
+from microplastics.core import fileio
+from microplastics.deep import lite0, models
+from microplastics.deep.models import get_spec
+from microplastics.deep.stage import main_for
+from microplastics.deep.transforms import EvalPreset, batch_tensor
 from test_train import assert_reloads_and_reproduces
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from microplastics import localisation
-from microplastics.annotations import BoxRecord, crop_box
-from microplastics.localisation import Box, localise, particle_box
+from microplastics.explain import localisation
+from microplastics.data.annotations import BoxRecord, crop_box
+from microplastics.explain.localisation import Box, localise, particle_box
 
 # A 4x4 map over an 8x8 crop: map cell (i, j) covers crop rows 2i..2i+1 and columns 2j..2j+1.
 HAND_MAP = np.array([[0, 0, 0, 0],

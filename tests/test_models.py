@@ -10,10 +10,10 @@ import torch
 import torchvision
 from torch import nn
 
-from microplastics import models
-from microplastics.cli import UserError
-from microplastics.models import get_spec
-from microplastics.transforms import EvalPreset, TrainPreset
+from microplastics.deep import models
+from microplastics.core.cli import UserError
+from microplastics.deep.models import get_spec
+from microplastics.deep.transforms import EvalPreset, TrainPreset
 
 
 @pytest.fixture(autouse=True)
@@ -170,8 +170,8 @@ def test_presets_share_normalisation_and_train_seed_is_reproducible():
 
 
 def test_offline_imagenet_run_ends_with_one_line_and_status_2(offline_hub, processed_dir, tmp_path, capsys):
-    from microplastics.cli import run
-    from microplastics.train import main_for
+    from microplastics.core.cli import run
+    from microplastics.deep.stage import main_for
 
     with pytest.raises(SystemExit) as exit_info:
         run(main_for("resnet50"), ["--data", str(processed_dir), "--results", str(tmp_path), "--arch", "resnet18",

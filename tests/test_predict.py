@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from microplastics import predict
-from microplastics.baselines import main as baselines_main
-from microplastics.cli import run
-from microplastics.synthetic import write_synthetic_micro
-from microplastics.train import main_for
+from microplastics.predict import predictor as predict
+from microplastics.classical.baselines import main as baselines_main
+from microplastics.core.cli import run
+from microplastics.data.synthetic import write_synthetic_micro
+from microplastics.deep.stage import main_for
 
 MODELS = ("resnet18", "rf")
 

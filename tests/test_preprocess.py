@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from microplastics.dataset import MANIFEST_COLUMNS, load_manifest
-from microplastics.fileio import read_json
-from microplastics.images import read_rgb
-from microplastics.preprocess import main
+from microplastics.data.dataset import MANIFEST_COLUMNS, load_manifest
+from microplastics.core.fileio import read_json
+from microplastics.core.images import read_rgb
+from microplastics.data.preprocessing import main
 from test_annotations import rows, write_micro
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ def test_missing_input_is_one_line_and_exit_2(tmp_path):
 
 
 def test_synthetic_round_trip(tmp_path):
-    synthetic = pytest.importorskip("microplastics.synthetic", reason="microplastics/synthetic.py not present")
+    synthetic = pytest.importorskip("microplastics.data.synthetic", reason="microplastics/data/synthetic.py not present")
     micro = tmp_path / "MICRO"
     synthetic.write_synthetic_micro(micro, n_images=30, seed=42)
     summary = run_main(micro, tmp_path / "out")

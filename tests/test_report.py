@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from datagen import make_processed
-from microplastics import dataset, metrics, reports, stats
-from microplastics.cli import UserError
+from microplastics.data import dataset
+from microplastics.results import metrics, report as reports, stats
+from microplastics.core.cli import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORES = list(stats.SCORES)
@@ -115,7 +116,7 @@ def test_settings_name_the_robust_options_only_when_set(results, processed_dir):
 def test_models_on_different_test_splits_are_refused_by_name(results, processed_dir, capsys):
     fake_model(results, processed_dir, "resnet50", 0.8, seed=4, deep=True, fingerprint="0000other0000000")
     with pytest.raises(SystemExit) as exit_info:
-        from microplastics.cli import run
+        from microplastics.core.cli import run
         run(reports.main, ["--results", str(results), "--data", str(processed_dir)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
@@ -230,7 +231,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: results folder {tmp_path / 'nope'} does not exist; " \
                                   "run a model stage first or pass --results"
-    from microplastics.cli import run
+    from microplastics.core.cli import run
     (tmp_path / "empty" / "half_done").mkdir(parents=True)
     for argv in (["--results", str(tmp_path / "empty")], ["--n-boot", "0"]):
         with pytest.raises(SystemExit) as exit_info:
@@ -416,7 +417,7 @@ def test_real_photos_get_no_banner(tmp_path, mp100):
 def test_the_synthetic_origin_survives_an_archive(tmp_path):
     import tarfile
 
-    from microplastics import synthetic
+    from microplastics.data import synthetic
 
     synthetic.write_synthetic_micro(tmp_path / "drawn", n_images=2, seed=1, image_size=(200, 200))
     with tarfile.open(tmp_path / "drawn.tar", "w") as tar:

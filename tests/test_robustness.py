@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from datagen import CLASSES, draw_crop
-from microplastics import dataset, robustness
-from microplastics.images import read_rgb
-from microplastics.metrics import compute_metrics
+from microplastics.data import dataset
+from microplastics.predict import robustness
+from microplastics.core.images import read_rgb
+from microplastics.results.metrics import compute_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,7 +176,7 @@ def test_missing_models_and_bad_severity_are_one_line_errors(tmp_path, processed
 @pytest.fixture(scope="module")
 def photo_run(tmp_path_factory):
     """Synthetic photos -> data-preprocessing -> RF on robust features -> robustness.py on whole photos."""
-    from microplastics import synthetic
+    from microplastics.data import synthetic
 
     root = tmp_path_factory.mktemp("photo_run")
     synthetic.write_synthetic_micro(root / "MICRO", n_images=24, seed=3, image_size=(240, 320))
@@ -220,8 +221,8 @@ def test_photo_mode_reuses_prediction_path_and_clean_matches_the_model(photo_run
 
 def test_robust_features_hold_still_where_the_studys_move():
     """Light, white balance, contrast and mild blur move the robust vector far less than the study's 13."""
-    from microplastics import corruptions
-    from microplastics.features import extract_features
+    from microplastics.data import corruptions
+    from microplastics.classical.features import extract_features
 
     rng = np.random.default_rng(5)
     crops = [np.asarray(draw_crop(label, 48, rng)) for label in CLASSES for _ in range(4)]
@@ -241,7 +242,7 @@ def test_robust_features_hold_still_where_the_studys_move():
 
 
 def test_robust_augmentation_is_reproducible_and_apart_from_the_suite():
-    from microplastics import augment, corruptions
+    from microplastics.data import augment, corruptions
 
     aug = augment.RobustAugmenter(seed=42, p=1.0)
     image = np.asarray(draw_crop("pellet", 48, np.random.default_rng(0)))
@@ -259,7 +260,7 @@ def test_robust_augmentation_is_reproducible_and_apart_from_the_suite():
 
 
 def test_deep_robust_preset_adds_to_the_study_preset():
-    from microplastics.transforms import TrainPreset
+    from microplastics.deep.transforms import TrainPreset
 
     image = np.asarray(draw_crop("line", 48, np.random.default_rng(1)))
     study, robust = TrainPreset(32), TrainPreset(32, augment="robust")
@@ -274,8 +275,8 @@ def test_deep_robust_preset_adds_to_the_study_preset():
 def test_ml_baselines_augment_robust_trains_on_copies(processed_dir, tmp_path):
     import argparse
 
-    from microplastics import baselines
-    from microplastics.features import FeatureSettings
+    from microplastics.classical import baselines
+    from microplastics.classical.features import FeatureSettings
 
     settings = FeatureSettings(kind="robust")
     _, splits, _ = baselines.load_features(processed_dir, settings, workers=1, use_cache=False)
@@ -301,7 +302,7 @@ def test_ml_baselines_augment_robust_trains_on_copies(processed_dir, tmp_path):
 
 
 def test_without_photos_the_crops_are_corrupted_and_the_output_says_so(processed_dir, tmp_path):
-    from microplastics import baselines
+    from microplastics.classical import baselines
 
     results = tmp_path / "results"
     baselines.main(["--data", str(processed_dir), "--results", str(results), "--models", "rf", "--features",
@@ -332,8 +333,8 @@ def _particle_on_background(colour: tuple[int, int, int], size: int = 40) -> np.
 
 
 def test_crop_normalisation_cancels_light_white_balance_and_contrast():
-    from microplastics.corruptions import corrupt
-    from microplastics.transforms import background_relative
+    from microplastics.data.corruptions import corrupt
+    from microplastics.deep.transforms import background_relative
 
     image = _particle_on_background((60, 90, 150))
     clean = background_relative(image)
@@ -347,7 +348,7 @@ def test_crop_normalisation_cancels_light_white_balance_and_contrast():
             # what is left is rounding to whole grey levels (the light noise of the crop quantised)
             assert change < 0.15 * scale, f"{name}@{severity}: the normalised crop moved by {change / scale:.1%}"
     # ImageNet normalisation, a fixed affine map, keeps every such change.
-    from microplastics.transforms import EvalPreset
+    from microplastics.deep.transforms import EvalPreset
 
     imagenet = EvalPreset(32)
     moved = (imagenet(corrupt(image, "darker", 3)) - imagenet(image)).abs().mean() / imagenet(image).abs().mean()
@@ -355,7 +356,7 @@ def test_crop_normalisation_cancels_light_white_balance_and_contrast():
 
 
 def test_crop_normalisation_keeps_colour_and_stays_bounded():
-    from microplastics.transforms import CROP_NORM_CLIP, background_relative
+    from microplastics.deep.transforms import CROP_NORM_CLIP, background_relative
 
     blue, red = (background_relative(_particle_on_background(c)) for c in ((60, 90, 150), (150, 70, 60)))
     assert blue.dtype == np.float32 and blue.shape == (40, 40, 3)
@@ -373,7 +374,7 @@ def test_crop_normalisation_keeps_colour_and_stays_bounded():
 
 
 def test_presets_share_the_input_normalisation():
-    from microplastics.transforms import EvalPreset, TrainPreset
+    from microplastics.deep.transforms import EvalPreset, TrainPreset
 
     image = _particle_on_background((60, 90, 150), size=48)
     crop_eval, imagenet_eval = EvalPreset(32, input_norm="crop")(image), EvalPreset(32)(image)

@@ -22,9 +22,9 @@ import tifffile
 from PIL import Image
 
 from fake_figshare import micro_files, tar_bytes
-from microplastics.dataset import load_manifest, manifest_digest, split_fingerprint
-from microplastics.images import read_rgb
-from microplastics.metrics import write_evaluation
+from microplastics.data.dataset import load_manifest, manifest_digest, split_fingerprint
+from microplastics.core.images import read_rgb
+from microplastics.results.metrics import write_evaluation
 from test_annotations import rows, write_micro
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,10 +21,15 @@ import pandas as pd
 import pytest
 import torch
 
-from microplastics import extraction, fileio, gradcam, iou, predict, preprocess, reports, robustness
-from microplastics.baselines import main as baselines_main
-from microplastics.cli import run
-from microplastics.train import main_for
+from microplastics.data import extraction, preprocessing as preprocess
+from microplastics.core import fileio
+from microplastics.explain import grad_cam as gradcam
+from microplastics.classical import iou
+from microplastics.predict import predictor as predict, robustness
+from microplastics.results import report as reports
+from microplastics.classical.baselines import main as baselines_main
+from microplastics.core.cli import run
+from microplastics.deep.stage import main_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DEEP = "resnet18"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from microplastics.cli import UserError
-from microplastics.splits import (achieved_fractions, check_fractions, crop_split, group_key, group_split,
+from microplastics.core.cli import UserError
+from microplastics.data.splits import (achieved_fractions, check_fractions, crop_split, group_key, group_split,
                                   small_classes)
 
 FRACTIONS = (0.7, 0.15, 0.15)

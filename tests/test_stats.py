@@ -1,9 +1,9 @@
-"""Bootstrap intervals and McNemar's exact test (microplastics.stats)."""
+"""Bootstrap intervals and McNemar's exact test (microplastics.results.stats)."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from microplastics import metrics, stats
+from microplastics.results import metrics, stats
 
 CLASSES = ["foam", "hard", "line", "noise", "pellet", "reference"]
 

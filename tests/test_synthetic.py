@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from microplastics.annotations import read_annotations
-from microplastics.cli import UserError
-from microplastics.images import read_rgb
-from microplastics.synthetic import CLASSES, HEADER, draw_particle, photo_classes, write_synthetic_micro
+from microplastics.data.annotations import read_annotations
+from microplastics.core.cli import UserError
+from microplastics.core.images import read_rgb
+from microplastics.data.synthetic import CLASSES, HEADER, draw_particle, photo_classes, write_synthetic_micro
 
 N_PHOTOS = 12
 SIZE = (480, 640)

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from datagen import make_processed
-from microplastics import engine, fileio
-from microplastics.checkpoint import load_classifier
-from microplastics.cli import UserError
-from microplastics.images import read_rgb
-from microplastics.metrics import read_predictions
-from microplastics.train import OUTPUT_FILES, get_args_parser, main_for
+from microplastics.deep import engine
+from microplastics.core import fileio
+from microplastics.deep.checkpoint import load_classifier
+from microplastics.core.cli import UserError
+from microplastics.core.images import read_rgb
+from microplastics.results.metrics import read_predictions
+from microplastics.deep.stage import OUTPUT_FILES, get_args_parser, main_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--weights", "none", "--image-size", "32", "--workers", "0"]

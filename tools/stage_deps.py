@@ -2,7 +2,7 @@
 
     python3 tools/stage_deps.py vgg16.py report.py ...  >  .cache/stage-deps.mk
 
-gives ``DEPS_vgg16.py := vgg16.py microplastics/__init__.py microplastics/cli.py ...``: the
+gives ``DEPS_vgg16.py := vgg16.py microplastics/__init__.py microplastics/core/cli.py ...``: the
 script and every module of the package it imports, directly or through other modules
 (imports inside functions count too). The Makefile makes each stage's outputs depend on
 these files, so a change to a module reruns only the stages that import it.

@@ -1,0 +1,421 @@
+"""ml-baselines.py: handcrafted features -> Random Forest and SVM, scored on the test split.
+
+Each model is one imbalanced-learn pipeline (scaler, optional SMOTE, classifier), fitted on
+the train split's features. Resampling sits inside the pipeline, so it touches training data
+only; validation and test crops are scored as they are. Every model folder gets the files
+ARCHITECTURE.md lists, ``val_metrics.json``, a grid of test crops (``test_grid.png`` with its
+labels in ``test_grid.csv``) and ``model.skops``: the fitted pipeline with the class names
+and feature settings, which ``load_model`` turns back into a classifier of raw crops.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import sklearn
+import skops.io
+from imblearn import FunctionSampler
+from imblearn.over_sampling import SMOTE
+from imblearn.pipeline import Pipeline
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from microplastics.data import dataset
+from microplastics.core import fileio
+from microplastics.results import metrics
+from microplastics.core.cli import ArgumentParser, UserError, default_workers, one_line
+from microplastics.data.augment import AUGMENT_CHOICES
+from microplastics.classical.features import (FEATURE_KINDS, FeatureSettings, augmented_features, dataset_features, extract_features,
+                       feature_names)
+from microplastics.results.grids import save_prediction_grid
+from microplastics.core.images import read_rgb
+from microplastics.predict.predictor import CLASSICAL_FILE as MODEL_FILE, LEGACY_CLASSICAL_FILE as LEGACY_MODEL_FILE
+
+CONFIG_FILE = "config.json"
+VAL_METRICS_FILE = "val_metrics.json"
+GRID_IMAGE = "test_grid.png"
+GRID_TABLE = "test_grid.csv"
+MODEL_NAMES = ("rf", "svm")
+BALANCE_CHOICES = ("none", "smote", "class-weight")
+WEIGHTS = "none (trained from scratch)"
+FORMAT_VERSION = 2  # 1: model.joblib
+# What skops may build beyond scikit-learn's own types, which it trusts itself: the types of
+# make_pipeline's pipelines, and nothing else.
+TRUSTED_TYPES = ("imblearn.pipeline.Pipeline", "imblearn.base.FunctionSampler",
+                 "microplastics.classical.baselines.smote_resample", "sklearn.tree._tree.Tree",
+                 "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration")
+SMOTE_NEIGHBOURS = 5
+VAL_KEYS = ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "mean_iou")
+
+
+# ---------------------------------------------------------------- pipelines
+
+def smote_resample(X: np.ndarray, y: np.ndarray, k_neighbors: int = SMOTE_NEIGHBOURS,
+                   random_state: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """SMOTE every class up to the largest one, with k shrunk to fit the smallest class.
+
+    SMOTE interpolates between a crop and one of its k nearest same-class neighbours, so a
+    class of m crops allows at most k = m - 1; a class of one crop cannot be interpolated and
+    is left as it is rather than crashing the run.
+    """
+    counts = Counter(y.tolist())
+    target = max(counts.values())
+    grow = {c: target for c, n in counts.items() if 2 <= n < target}
+    if not grow:
+        return X, y
+    k = min(k_neighbors, min(counts[c] for c in grow) - 1)
+    return SMOTE(sampling_strategy=grow, k_neighbors=k, random_state=random_state).fit_resample(X, y)
+
+
+def make_pipeline(name: str, balance: str, seed: int, y_train: Sequence[str], workers: int = 1) -> Pipeline:
+    """Scaler, SMOTE when asked, then the study's Random Forest or RBF SVM."""
+    if name not in MODEL_NAMES:
+        raise UserError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    class_weight = "balanced" if balance == "class-weight" else None
+    if name == "rf":
+        clf: Any = RandomForestClassifier(n_estimators=200, class_weight=class_weight, random_state=seed,
+                                          n_jobs=workers)
+    else:
+        # SVC(probability=True) is deprecated; the same Platt scaling, fitted on cross-validated
+        # decision values, with the final SVM trained on all training crops.
+        folds = max(2, min(5, min(Counter(y_train).values())))
+        clf = CalibratedClassifierCV(SVC(kernel="rbf", C=10, gamma="scale", class_weight=class_weight,
+                                         random_state=seed),
+                                     method="sigmoid", ensemble=False, cv=folds)
+    steps: list[tuple[str, Any]] = [("scale", StandardScaler())]
+    if balance == "smote":
+        steps.append(("smote", FunctionSampler(func=smote_resample,
+                                               kw_args={"k_neighbors": SMOTE_NEIGHBOURS, "random_state": seed})))
+    steps.append(("clf", clf))
+    return Pipeline(steps)
+
+
+# ---------------------------------------------------------------- the trained model
+
+@dataclass
+class ClassicalModel:
+    """A fitted pipeline with its class names and the feature settings it was trained on."""
+
+    name: str
+    classes: list[str]
+    pipeline: Pipeline
+    settings: FeatureSettings
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def predict_proba_features(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities (n, len(classes)), columns in ``classes`` order; rows sum to 1.
+
+        A class the pipeline never saw in training keeps probability 0.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        out = np.zeros((len(X), len(self.classes)))
+        if not len(X):
+            return out
+        probs = self.pipeline.predict_proba(X)
+        index = {c: i for i, c in enumerate(self.classes)}
+        for j, c in enumerate(self.pipeline.classes_):
+            out[:, index[str(c)]] = probs[:, j]
+        return out / out.sum(axis=1, keepdims=True)
+
+    def features(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        n_dim = len(feature_names(settings=self.settings))
+        if not len(images):
+            return np.zeros((0, n_dim))
+        return np.stack([extract_features(img, settings=self.settings) for img in images])
+
+    def predict_proba_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities for raw RGB crops, features computed as in training."""
+        return self.predict_proba_features(self.features(images))
+
+    def predict_images(self, images: Sequence[np.ndarray]) -> list[str]:
+        """Class names of raw RGB crops: the most probable class of each."""
+        return self.labels(self.predict_proba_images(images))
+
+    def labels(self, probs: np.ndarray) -> list[str]:
+        return [self.classes[i] for i in np.argmax(probs, axis=1)]
+
+    def save(self, path: str | Path) -> None:
+        payload = {"format": FORMAT_VERSION, "name": self.name, "classes": self.classes,
+                   "feature_settings": self.settings.to_dict(), "feature_names": feature_names(settings=self.settings),
+                   "pipeline": self.pipeline, "sklearn_version": sklearn.__version__, **self.info}
+        with fileio.atomic_path(path) as tmp:
+            skops.io.dump(payload, tmp)
+
+
+def load_model(model_dir: str | Path) -> ClassicalModel:
+    """The classical model saved in ``model_dir/model.skops`` (or that file itself)."""
+    path = Path(model_dir)
+    if path.is_dir():
+        legacy_only = not (path / MODEL_FILE).is_file() and (path / LEGACY_MODEL_FILE).is_file()
+        path = path / (LEGACY_MODEL_FILE if legacy_only else MODEL_FILE)
+    if path.suffix == Path(LEGACY_MODEL_FILE).suffix:
+        raise UserError(f"{path} is a pickle (joblib) file, which can run any code when loaded, so it is not read; "
+                        f"retrain with ml-baselines.py, which writes {MODEL_FILE}")
+    if not path.is_file():
+        raise UserError(f"{path} not found; train the model with ml-baselines.py first")
+    payload = read_trusted(path)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION \
+            or not isinstance(payload.get("pipeline"), Pipeline) or not isinstance(payload.get("classes"), list):
+        raise UserError(f"{path} is not a {MODEL_FILE} written by this version of ml-baselines.py; retrain it")
+    if payload.get("sklearn_version") != sklearn.__version__:
+        warnings.warn(f"{path} was saved with scikit-learn {payload.get('sklearn_version')}, "
+                      f"loaded with {sklearn.__version__}", stacklevel=2)
+    info = {k: v for k, v in payload.items()
+            if k not in ("format", "name", "classes", "feature_settings", "pipeline", "sklearn_version")}
+    try:
+        settings = FeatureSettings(**payload["feature_settings"])
+    except (KeyError, TypeError) as err:
+        raise UserError(f"{path} holds no valid feature settings ({one_line(err)}); retrain with ml-baselines.py") from None
+    return ClassicalModel(name=str(payload.get("name")), classes=[str(c) for c in payload["classes"]],
+                          pipeline=payload["pipeline"], settings=settings, info=info)
+
+
+def read_trusted(path: Path) -> Any:
+    """What a skops file holds, built only from trusted types.
+
+    skops lists every type a file would build before building any; a file that needs one
+    outside scikit-learn's own (which skops trusts) and ``TRUSTED_TYPES`` is refused unread,
+    so loading a model never runs code that came with the file.
+    """
+    try:
+        untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+        if not untrusted:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # load_model reports a version mismatch itself
+                return skops.io.load(path, trusted=list(TRUSTED_TYPES))
+    except Exception as err:  # a damaged or foreign file fails in many ways
+        raise UserError(f"{path} is not a readable {MODEL_FILE} ({type(err).__name__}: {one_line(err)}); "
+                        "retrain with ml-baselines.py") from None
+    raise UserError(f"{path} would build type(s) {', '.join(untrusted[:5])}, which no model of ml-baselines.py "
+                    f"holds, so it was not loaded; use a {MODEL_FILE} written by ml-baselines.py")
+
+
+# ---------------------------------------------------------------- data
+
+@dataclass
+class SplitData:
+    paths: list[str]
+    labels: list[str]
+    X: np.ndarray
+
+
+def load_features(data_dir: Path, settings: FeatureSettings, workers: int,
+                  use_cache: bool) -> tuple[pd.DataFrame, dict[str, SplitData], dict[str, Any]]:
+    """Manifest, features per split and how they were obtained (cache hit, seconds)."""
+    manifest = dataset.load_manifest(data_dir)
+    start = time.perf_counter()
+    digest = dataset.manifest_digest(data_dir)
+    X, cached = dataset_features(data_dir, manifest["path"].tolist(), digest, settings,
+                                 workers=workers, use_cache=use_cache)
+    seconds = time.perf_counter() - start
+    splits = {}
+    for split in dataset.SPLITS:
+        mask = (manifest["split"] == split).to_numpy()
+        rows = manifest[mask]
+        splits[split] = SplitData(rows["path"].tolist(), rows["label"].tolist(), X[mask])
+    return manifest, splits, {"from_cache": cached, "seconds": round(seconds, 3), "manifest_digest": digest}
+
+
+def check_training_data(train: SplitData, test: SplitData, models: Sequence[str]) -> None:
+    if not train.labels:
+        raise UserError("the train split has no crops; rebuild the data folder with data-preprocessing.py")
+    if not test.labels:
+        raise UserError("the test split has no crops; rebuild the data folder with data-preprocessing.py")
+    counts = Counter(train.labels)
+    if len(counts) < 2:
+        raise UserError(f"the train split holds one class only ({next(iter(counts))}); a classifier needs two")
+    lonely = sorted(c for c, n in counts.items() if n < 2)
+    if "svm" in models and lonely:
+        raise UserError(f"class(es) {', '.join(lonely)} have a single training crop; the SVM's probability "
+                        "calibration needs two per class. Leave them out in data-preprocessing.py "
+                        "(its minimum class size) or train with --models rf")
+
+
+# ---------------------------------------------------------------- one model
+
+def train_one(name: str, args: argparse.Namespace, classes: list[str], splits: dict[str, SplitData],
+              settings: FeatureSettings, fingerprint: str, extra_config: dict[str, Any],
+              train_extra: tuple[np.ndarray, list[str]] | None = None) -> dict[str, Any]:
+    """Fit (on the train split plus ``train_extra``, augmented copies), score on val and test, and write
+    ``results/<name>/`` in one swap."""
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    pipeline = make_pipeline(name, args.balance, args.seed, train.labels, workers=args.workers)
+    start = time.perf_counter()
+    pipeline.fit(*training_matrix(train, train_extra))
+    train_seconds = round(time.perf_counter() - start, 3)
+    model = ClassicalModel(name=name, classes=classes, pipeline=pipeline, settings=settings,
+                           info={"balance": args.balance, "seed": args.seed})
+    final = Path(args.results) / name
+    with fileio.staged_dir(final) as stage:
+        model.save(stage / MODEL_FILE)
+        val_summary = score_val(model, val, classes, stage)
+        test_probs = model.predict_proba_features(test.X)
+        result = metrics.write_evaluation(
+            stage, model=name, classes=classes, paths=test.paths, y_true=test.labels,
+            y_pred=model.labels(test_probs), probs=test_probs, split_fingerprint=fingerprint, weights=WEIGHTS,
+            train_seconds=train_seconds,
+            extra={"features": settings.kind, "balance": args.balance, "augment": args.augment,
+                   "val": val_summary})
+        write_grid(stage, Path(args.data), test, name, args.grid_size, args.seed)
+        fileio.write_json(stage / CONFIG_FILE, {**extra_config, "model": name,
+                                                "classifier": describe(pipeline), "train_seconds": train_seconds})
+    return result
+
+
+def training_matrix(train: SplitData, extra: tuple[np.ndarray, list[str]] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The train split's features, followed by those of its augmented copies when there are any."""
+    if extra is None or not len(extra[1]):
+        return train.X, np.asarray(train.labels)
+    return np.concatenate([train.X, extra[0]]), np.asarray([*train.labels, *extra[1]])
+
+
+def augment_train(data_dir: Path, train: SplitData, settings: FeatureSettings, args: argparse.Namespace
+                  ) -> tuple[np.ndarray, list[str]] | None:
+    """Features of ``--aug-copies`` robust-augmented copies of every training crop (``--augment robust``)."""
+    if args.augment == "none":
+        return None
+    X = augmented_features([data_dir / p for p in train.paths], settings, args.aug_copies, args.seed,
+                           workers=args.workers)
+    return X, [label for label in train.labels for _ in range(args.aug_copies)]
+
+
+def score_val(model: ClassicalModel, val: SplitData, classes: list[str], out_dir: Path) -> dict[str, Any] | None:
+    """Validation scores (the study's only scores) in val_metrics.json; a summary for metrics.json."""
+    if not val.labels:
+        return None
+    probs = model.predict_proba_features(val.X)
+    scores = metrics.compute_metrics(val.labels, model.labels(probs), classes)
+    fileio.write_json(out_dir / VAL_METRICS_FILE, {"model": model.name, "split": "val", **scores})
+    return {k: scores[k] for k in VAL_KEYS}
+
+
+def grid_rows(labels: Sequence[str], size: int, seed: int) -> list[int]:
+    """Up to ``size`` row indices, taken in turn from each true class (seeded), so all classes show."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        by_class.setdefault(lab, []).append(i)
+    queues = {c: list(rng.permutation(rows)) for c, rows in sorted(by_class.items())}
+    picked: list[int] = []
+    while len(picked) < size and any(queues.values()):
+        for rows in queues.values():
+            if rows and len(picked) < size:
+                picked.append(int(rows.pop()))
+    return sorted(picked)
+
+
+def write_grid(out_dir: Path, data_dir: Path, test: SplitData, name: str, size: int, seed: int) -> None:
+    """Classify sample test crops from their image files through the saved model.skops.
+
+    Going through the file a later stage loads (raw crop -> features -> scaler -> classifier)
+    rather than reusing the cached features is the point: a step skipped on that path shows
+    as a grid that disagrees with predictions.csv.
+    """
+    if size <= 0:
+        return
+    rows = grid_rows(test.labels, size, seed)
+    images = [read_rgb(data_dir / test.paths[i]) for i in rows]
+    model = load_model(out_dir)
+    pred = model.predict_images(images)
+    true = [test.labels[i] for i in rows]
+    table = pd.DataFrame({"path": [test.paths[i] for i in rows], "true": true, "pred": pred})
+    with fileio.atomic_path(out_dir / GRID_TABLE) as tmp:
+        table.to_csv(tmp, index=False)
+    right = sum(t == p for t, p in zip(true, pred))
+    save_prediction_grid(images, true, pred, out_dir / GRID_IMAGE,
+                         title=f"{name}: test crops, {right}/{len(rows)} right (red: wrong)")
+
+
+def describe(pipeline: Pipeline) -> dict[str, Any]:
+    """The pipeline's steps and the classifier's settings, JSON-ready."""
+    clf = pipeline.named_steps["clf"]
+    calibrated = isinstance(clf, CalibratedClassifierCV)
+    core = clf.estimator if calibrated else clf
+    params = {k: v for k, v in core.get_params().items() if isinstance(v, (int, float, str, bool, type(None)))}
+    return {"steps": [n for n, _ in pipeline.steps], "estimator": type(core).__name__, "params": params,
+            "calibration": f"sigmoid (Platt), {clf.cv}-fold cross-validated" if calibrated else None}
+
+
+# ---------------------------------------------------------------- command line
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="ml-baselines.py",
+        description="Compute handcrafted features of every crop (cached next to the data), train a Random "
+                    "Forest (200 trees) and an RBF SVM (C=10, gamma scale) on the train split and score them "
+                    "on the test split, the one the deep models use; validation scores go to val_metrics.json. "
+                    "Writes results/<model>/ with metrics.json, predictions.csv, classification_report.txt, "
+                    "confusion_matrix.png, model.skops, config.json and a grid of test crops.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data", default="processed_MICRO", help="processed folder from data-preprocessing.py")
+    parser.add_argument("--results", default="results", help="folder that receives one sub-folder per model")
+    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES,
+                        help="which classical models to train")
+    parser.add_argument("--features", default="robust", choices=FEATURE_KINDS,
+                        help="the default 'robust' holds up under other imaging conditions at no cost in clean scores (docs/robustness.md); 'original': the study's 13 grayscale intensity/texture/edge features; 'full': "
+                             "those plus colour, crop size, particle shape (Otsu mask) and an LBP histogram; 'robust': "
+                             "measures stable under light, white-balance, focus, noise and resolution changes "
+                             "(normalised intensity, colour relative to the background, shape, texture on a "
+                             "fixed scale; docs/robustness.md)")
+    parser.add_argument("--balance", default="smote", choices=BALANCE_CHOICES,
+                        help="class imbalance: SMOTE oversampling of the training features inside the "
+                             "pipeline (the study's choice), balanced class weights, or nothing")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the forest, SVM and SMOTE")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="processes for the features and threads for the forest")
+    parser.add_argument("--grid-size", type=int, default=32, help="test crops in test_grid.png (0: no grid)")
+    parser.add_argument("--no-cache", action="store_true", help="recompute the features and do not store them")
+    parser.add_argument("--augment", default="robust", choices=AUGMENT_CHOICES,
+                        help="'none': train on the crops as they are (the study); 'robust' (default): also on augmented "
+                             "copies (light, white balance, blur, noise, JPEG, down-scaling; see "
+                             "docs/robustness.md)")
+    parser.add_argument("--aug-copies", type=int, default=2,
+                        help="with --augment robust: augmented copies of each training crop")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.grid_size < 0:
+        raise UserError(f"--grid-size must be 0 or more, got {args.grid_size}")
+    if args.aug_copies < 1:
+        raise UserError(f"--aug-copies must be at least 1, got {args.aug_copies}")
+    fileio.check_output_dir(args.results, "--results")
+    models = list(dict.fromkeys(args.models))
+    data_dir = Path(args.data)
+    settings = FeatureSettings(kind=args.features)
+    manifest, splits, feature_info = load_features(data_dir, settings, args.workers, use_cache=not args.no_cache)
+    check_training_data(splits["train"], splits["test"], models)
+    train_extra = augment_train(data_dir, splits["train"], settings, args)
+    classes = dataset.class_names(manifest)
+    fingerprint = dataset.split_fingerprint(manifest, "test")
+    digest = feature_info.pop("manifest_digest")
+    config = {"data": str(data_dir.resolve()), "results": str(Path(args.results).resolve()),
+              "features": args.features, "feature_settings": settings.to_dict(),
+              "n_features": len(feature_names(settings=settings)), "feature_cache": feature_info,
+              "balance": args.balance, "seed": args.seed, "workers": args.workers, "classes": classes,
+              "augment": args.augment, "aug_copies": args.aug_copies if args.augment != "none" else 0,
+              "n": {s: len(splits[s].labels) for s in dataset.SPLITS},
+              "manifest_digest": digest, "split_fingerprint": fingerprint,
+              "weights": WEIGHTS, "sklearn_version": sklearn.__version__}
+    print(f"features: {args.features}, {config['n_features']} per crop, "
+          f"{'from cache' if feature_info['from_cache'] else 'computed'} in {feature_info['seconds']:.1f} s")
+    for name in models:
+        result = train_one(name, args, classes, splits, settings, fingerprint, config, train_extra)
+        val = result.get("val") or {}
+        print(f"{name}: test accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
+              f"(val macro-F1 {val.get('macro_f1', float('nan')):.4f}), trained in {result['train_seconds']:.1f} s "
+              f"-> {Path(args.results) / name}")
+    return 0

@@ -1,0 +1,126 @@
+"""The train and eval image presets (albumentations), shared by training, embedding and prediction.
+
+One ``TrainPreset`` and one ``EvalPreset`` build every pipeline in the project, and both end
+in the same ``_to_tensor`` tail, so the normalisation used at training time cannot drift
+from the one used when a checkpoint is loaded for prediction or Grad-CAM.
+
+Two input normalisations (``--input-norm``, stored in the checkpoint):
+
+- ``imagenet``: the fixed ImageNet mean and std, what the pretrained weights expect (the study's).
+- ``crop``: each crop measured against its own background (``background_relative``), so the
+  network never sees the absolute light level, white balance or contrast of the microscope.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+
+from microplastics.data.augment import robust_steps
+from microplastics.classical.features import border_pixels
+from microplastics.deep.models import IMAGENET_MEAN, IMAGENET_STD
+
+TRAIN_AUGMENTS = ("study", "robust")  # --augment of the deep scripts; "study" is the original preset
+INPUT_NORMS = ("imagenet", "crop")    # --input-norm of the deep scripts; "imagenet" is the study's
+
+CROP_NORM_FLOOR = 0.02  # a crop whose relative spread is below 2 % is flat: do not blow its noise up
+CROP_NORM_CLIP = 8.0
+
+
+def background_relative(image: np.ndarray) -> np.ndarray:
+    """An RGB uint8 crop as float32 contrast against its own background, in units of its own spread.
+
+    Each channel is divided by its background level (the median of the crop's 2-pixel frame)
+    and centred there, so any per-channel gain (dimmer or brighter light, a white-balance
+    shift) cancels exactly and the particle keeps its colour relative to the background. The
+    result is divided by its standard deviation, which cancels a change of contrast. The
+    background maps to 0 and a typical crop has unit spread, the range of ImageNet-normalised input.
+    """
+    values = image.astype(np.float32)
+    background = np.maximum(np.median(border_pixels(values), axis=0), 1.0)
+    relative = values / background - 1.0
+    spread = max(float(relative.std()), CROP_NORM_FLOOR)
+    return np.clip(relative / spread, -CROP_NORM_CLIP, CROP_NORM_CLIP)
+
+
+class BackgroundRelative(A.ImageOnlyTransform):
+    """``background_relative`` as the last albumentations step before the tensor."""
+
+    def __init__(self, p: float = 1.0) -> None:
+        super().__init__(p=p)
+
+    def apply(self, img: np.ndarray, **params) -> np.ndarray:
+        return background_relative(img)
+
+
+def check_input_norm(input_norm: str) -> str:
+    if input_norm not in INPUT_NORMS:
+        raise ValueError(f"unknown input normalisation {input_norm!r}; expected one of {list(INPUT_NORMS)}")
+    return input_norm
+
+
+def _to_tensor(mean: Sequence[float], std: Sequence[float], input_norm: str) -> list[A.BasicTransform]:
+    if check_input_norm(input_norm) == "crop":
+        return [BackgroundRelative(), ToTensorV2()]
+    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+
+
+class EvalPreset:
+    """Resize to a square of ``image_size`` and normalise: the one view of val, test and new crops."""
+
+    def __init__(self, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, input_norm: str = "imagenet") -> None:
+        self.image_size, self.mean, self.std = int(image_size), tuple(mean), tuple(std)
+        self.input_norm = check_input_norm(input_norm)
+        self.transform = A.Compose([A.Resize(self.image_size, self.image_size, interpolation=cv2.INTER_LINEAR),
+                                    *_to_tensor(self.mean, self.std, self.input_norm)])
+
+    def __call__(self, image: np.ndarray, seed: int | None = None) -> torch.Tensor:
+        return self.transform(image=image)["image"]
+
+
+class TrainPreset:
+    """The study's augmentation: random resized crop (scale 0.8-1), flips, rotation up to 25 degrees,
+    brightness/contrast and light noise, then the eval preset's normalisation.
+
+    ``seed`` makes one call reproducible whatever process or worker runs it: the engine
+    passes a seed derived from (run seed, view or epoch, crop index).
+
+    ``augment="robust"`` adds, after the study's steps and before the normalisation, the robust
+    augmentation of ``microplastics.data.augment`` (colour jitter, Gaussian blur, down-scaling,
+    noise, JPEG), so the model also sees other imaging conditions.
+    """
+
+    def __init__(self, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, augment: str = "study", input_norm: str = "imagenet") -> None:
+        if augment not in TRAIN_AUGMENTS:
+            raise ValueError(f"unknown augmentation {augment!r}; expected one of {list(TRAIN_AUGMENTS)}")
+        self.image_size, self.mean, self.std, self.augment = int(image_size), tuple(mean), tuple(std), augment
+        self.input_norm = check_input_norm(input_norm)
+        s = self.image_size
+        self.transform = A.Compose([
+            A.RandomResizedCrop(size=(s, s), scale=(0.8, 1.0)),
+            A.HorizontalFlip(p=0.5),
+            A.VerticalFlip(p=0.5),
+            A.Rotate(limit=25, border_mode=cv2.BORDER_REFLECT_101, p=0.5),
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+            A.GaussNoise(std_range=(0.01, 0.04), p=0.3),
+            *(robust_steps() if augment == "robust" else []),
+            *_to_tensor(self.mean, self.std, self.input_norm),
+        ])
+
+    def __call__(self, image: np.ndarray, seed: int | None = None) -> torch.Tensor:
+        if seed is not None:
+            self.transform.set_random_seed(int(seed) % (2**32))
+        return self.transform(image=image)["image"]
+
+
+def batch_tensor(images: Sequence[np.ndarray], preset: EvalPreset | TrainPreset) -> torch.Tensor:
+    """Stack RGB uint8 arrays through ``preset`` into one (B, 3, S, S) float tensor."""
+    if len(images) == 0:
+        return torch.empty(0, 3, preset.image_size, preset.image_size)
+    return torch.stack([preset(np.ascontiguousarray(img)) for img in images])
