@@ -34,8 +34,8 @@ from microplastics.core import fileio
 from microplastics.results import metrics
 from microplastics.core.cli import ArgumentParser, UserError, default_workers, one_line
 from microplastics.data.augment import AUGMENT_CHOICES
-from microplastics.classical.features import (FEATURE_KINDS, FeatureSettings, augmented_features, dataset_features, extract_features,
-                       feature_names)
+from microplastics.classical.features import (FEATURE_KINDS, FeatureSettings, augmented_features, dataset_features,
+                                              extract_features, feature_names)
 from microplastics.results.grids import save_prediction_grid
 from microplastics.core.images import read_rgb
 from microplastics.predict.predictor import CLASSICAL_FILE as MODEL_FILE, LEGACY_CLASSICAL_FILE as LEGACY_MODEL_FILE
@@ -174,7 +174,8 @@ def load_model(model_dir: str | Path) -> ClassicalModel:
     try:
         settings = FeatureSettings(**payload["feature_settings"])
     except (KeyError, TypeError) as err:
-        raise UserError(f"{path} holds no valid feature settings ({one_line(err)}); retrain with ml-baselines.py") from None
+        raise UserError(f"{path} holds no valid feature settings ({one_line(err)}); "
+                        "retrain with ml-baselines.py") from None
     return ClassicalModel(name=str(payload.get("name")), classes=[str(c) for c in payload["classes"]],
                           pipeline=payload["pipeline"], settings=settings, info=info)
 
@@ -362,7 +363,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES,
                         help="which classical models to train")
     parser.add_argument("--features", default="robust", choices=FEATURE_KINDS,
-                        help="the default 'robust' holds up under other imaging conditions at no cost in clean scores (docs/robustness.md); 'original': the study's 13 grayscale intensity/texture/edge features; 'full': "
+                        help="the default 'robust' holds up under other imaging conditions at no cost in clean scores "
+                             "(docs/robustness.md); 'original': the study's 13 grayscale intensity/texture/edge "
+                             "features; 'full': "
                              "those plus colour, crop size, particle shape (Otsu mask) and an LBP histogram; 'robust': "
                              "measures stable under light, white-balance, focus, noise and resolution changes "
                              "(normalised intensity, colour relative to the background, shape, texture on a "
@@ -376,8 +379,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid-size", type=int, default=32, help="test crops in test_grid.png (0: no grid)")
     parser.add_argument("--no-cache", action="store_true", help="recompute the features and do not store them")
     parser.add_argument("--augment", default="robust", choices=AUGMENT_CHOICES,
-                        help="'none': train on the crops as they are (the study); 'robust' (default): also on augmented "
-                             "copies (light, white balance, blur, noise, JPEG, down-scaling; see "
+                        help="'none': train on the crops as they are (the study); 'robust' (default): also on "
+                             "augmented copies (light, white balance, blur, noise, JPEG, down-scaling; see "
                              "docs/robustness.md)")
     parser.add_argument("--aug-copies", type=int, default=2,
                         help="with --augment robust: augmented copies of each training crop")

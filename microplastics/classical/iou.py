@@ -91,7 +91,8 @@ def to_markdown(table: pd.DataFrame, fingerprint: str = "") -> str:
     header = ["class", *table.columns]
     lines = ["# Per-class IoU on the test split", "",
              "Label IoU: for each class, the Jaccard index of true and predicted labels over the test crops, "
-             "TP / (TP + FP + FN). It is not bounding-box IoU." + (f" Test split {fingerprint}." if fingerprint else ""),
+             "TP / (TP + FP + FN). It is not bounding-box IoU."
+             + (f" Test split {fingerprint}." if fingerprint else ""),
              "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|"]
     for name, row in table.iterrows():
         label = f"**{name}**" if name == MEAN_ROW else str(name)

@@ -20,16 +20,16 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from microplastics.data.annotations import (FORMATS, AnnotationSet, BoxRecord, count_reasons, crop_box, read_annotations,
-                          records_by_photo)
+from microplastics.data.annotations import (FORMATS, AnnotationSet, BoxRecord, count_reasons, crop_box,
+                                            read_annotations, records_by_photo)
 from microplastics.core.cli import ArgumentParser, UserError, default_workers, finite_float
-from microplastics.data.dataset import (MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, crop_path, manifest_digest,
-                      split_fingerprint)
+from microplastics.data.dataset import (MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, crop_path,
+                                        manifest_digest, split_fingerprint)
 from microplastics.core.fileio import check_output_dir, staged_dir, write_json
 from microplastics.core.images import ImageReadError, read_rgb
 from microplastics.data.origin import read_origin
-from microplastics.data.splits import (GROUP_BY, achieved_fractions, check_fractions, crop_split, crop_split_minimum, group_key,
-                     group_split, small_classes)
+from microplastics.data.splits import (GROUP_BY, achieved_fractions, check_fractions, crop_split, crop_split_minimum,
+                                       group_key, group_split, small_classes)
 
 EXTRA_COLUMNS = ("box_id", "group")
 _CROPS = ".crops"  # staging sub-folder where crops wait until their split is known

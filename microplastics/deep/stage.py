@@ -26,7 +26,8 @@ from microplastics.core.cli import ArgumentParser, UserError, finite_float
 from microplastics.data.dataset import class_names, load_manifest, manifest_digest, split_fingerprint, split_frame
 from microplastics.deep.embeddings import CropDataset, cache_key, cached_embeddings, compute_embeddings, item_seed
 from microplastics.results.metrics import write_evaluation
-from microplastics.deep.models import IMAGENET_MEAN, IMAGENET_STD, ArchSpec, count_parameters, describe_weights, get_spec
+from microplastics.deep.models import (IMAGENET_MEAN, IMAGENET_STD, ArchSpec, count_parameters, describe_weights,
+                                       get_spec)
 from microplastics.deep.precision import PRECISIONS, memory_format_for, precision_name, resolve_precision
 from microplastics.deep.transforms import INPUT_NORMS, TRAIN_AUGMENTS, EvalPreset, TrainPreset
 
@@ -458,7 +459,8 @@ def _train(cfg: dict[str, Any], info: engine.DistInfo, device: torch.device, man
     meta = checkpoint.describe(spec, classes, cfg["image_size"], cfg["mean"], cfg["std"], cfg["weights_used"], cfg,
                                input_norm=cfg["input_norm"])
     criterion = nn.CrossEntropyLoss(
-        weight=class_weights(data["train_labels"], len(classes)).to(device) if cfg["balance"] == "class-weight" else None)
+        weight=(class_weights(data["train_labels"], len(classes)).to(device)
+                if cfg["balance"] == "class-weight" else None))
 
     def on_epoch_end(st: engine.FitState, improved: bool) -> None:
         if not info.is_main:

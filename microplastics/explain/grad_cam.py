@@ -25,8 +25,8 @@ from microplastics.explain import cam as explain, localisation
 from microplastics.core import fileio
 from microplastics.core.cli import ArgumentParser, UserError, finite_float
 from microplastics.core.plots import plt, save_figure
-from microplastics.predict.predictor import (DEEP_FILE, pick_rows, read_crop, recorded_predictions, resolve_data_dir, resolve_device,
-                      trained_model_file)
+from microplastics.predict.predictor import (DEEP_FILE, pick_rows, read_crop, recorded_predictions, resolve_data_dir,
+                                             resolve_device, trained_model_file)
 
 if TYPE_CHECKING:
     from microplastics.deep.checkpoint import LoadedClassifier

@@ -28,8 +28,8 @@ from microplastics.core import fileio
 from microplastics.core.cli import ArgumentParser, UserError, finite_float
 from microplastics.data.dataset import check_data_dir, lines_digest, recorded_input
 from microplastics.core.images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
-from microplastics.results.metrics import (METRICS_NAME, PREDICTIONS_NAME, compute_metrics, read_predictions, run_finished,
-                      write_evaluation)
+from microplastics.results.metrics import (METRICS_NAME, PREDICTIONS_NAME, compute_metrics, read_predictions,
+                                           run_finished, write_evaluation)
 from microplastics.deep.precision import PRECISIONS
 
 if TYPE_CHECKING:  # the heavy modules load only when a model of their kind does

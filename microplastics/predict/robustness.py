@@ -31,8 +31,8 @@ from microplastics.core import fileio
 from microplastics.core.cli import ArgumentParser, UserError, finite_float
 from microplastics.core.images import ImageReadError, read_rgb
 from microplastics.results.metrics import compute_metrics
-from microplastics.predict.predictor import (CLASSICAL_FILE, DEEP_FILE, MODEL_FILES, Predictor, classify_photos, load_predictor, resolve_device,
-                      trained_model_file)
+from microplastics.predict.predictor import (CLASSICAL_FILE, DEEP_FILE, MODEL_FILES, Predictor, classify_photos,
+                                             load_predictor, resolve_device, trained_model_file)
 
 TABLE_NAME = "robustness.csv"
 PREDICTIONS_NAME = "robustness_predictions.csv"
