@@ -17,8 +17,9 @@ import pandas as pd
 from microplastics.results import caveats, stats
 from microplastics.core import fileio
 from microplastics.explain import localisation
-from microplastics.results.report import (SCORE_LABELS, SETTING_KEYS, ModelResult, Report, baseline_row, baseline_settings, fmt, fmt_p,
-                      fmt_seconds, interval_remark, is_exact, missing, per_class_frame)
+from microplastics.results.report import (SCORE_LABELS, SETTING_KEYS, ModelResult, Report, baseline_row,
+                                          baseline_settings, fmt, fmt_p, fmt_seconds, interval_remark, is_exact,
+                                          missing, per_class_frame)
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}

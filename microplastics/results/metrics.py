@@ -51,7 +51,8 @@ def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], classes: Seque
     iou = per_class_iou(cm)
     n = int(len(y_true))
     macro = precision_recall_fscore_support(y_true, y_pred, labels=present_labels, average="macro", zero_division=0)
-    weighted = precision_recall_fscore_support(y_true, y_pred, labels=present_labels, average="weighted", zero_division=0)
+    weighted = precision_recall_fscore_support(y_true, y_pred, labels=present_labels, average="weighted",
+                                               zero_division=0)
     return {
         "n": n,
         "accuracy": float(np.mean(y_true == y_pred)) if n else float("nan"),
@@ -103,7 +104,8 @@ def write_evaluation(out_dir: str | Path, *, model: str, classes: Sequence[str],
                "weights": weights, "train_seconds": train_seconds, **(extra or {})}
     fileio.write_json(out_dir / METRICS_NAME, metrics)
     report = classification_report(y_true, y_pred, labels=classes, digits=4, zero_division=0)
-    fileio.write_text(out_dir / REPORT_NAME, f"{model} on the {split} split (n={scores['n']})\n\n{report}{report_footer}")
+    fileio.write_text(out_dir / REPORT_NAME,
+                      f"{model} on the {split} split (n={scores['n']})\n\n{report}{report_footer}")
     save_confusion_matrix(np.array(scores["confusion_matrix"]), classes, out_dir / CONFUSION_NAME,
                           title=f"{model}: {split} split, accuracy {scores['accuracy']:.3f}")
     return metrics
