@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from microplastics.data.annotations import (FORMATS, AnnotationSet, BoxRecord, count_reasons, crop_box,
                                             read_annotations, records_by_photo)
-from microplastics.core.cli import ArgumentParser, UserError, default_workers, finite_float
+from microplastics.core.cli import ArgumentParser, UserError, add_workers_argument, finite_float
 from microplastics.data.dataset import (MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, crop_path,
                                         manifest_digest, split_fingerprint)
 from microplastics.core.fileio import check_output_dir, staged_dir, write_json
@@ -59,8 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="classes with fewer crops (or, grouped, found in fewer than 3 groups) are "
                              "left out with a warning; --group-by none needs at least 7 at 70/15/15")
     parser.add_argument("--seed", type=int, default=42, help="random seed of the split")
-    parser.add_argument("--workers", type=int, default=default_workers(),
-                        help="processes that cut crops (one photo at a time each)")
+    add_workers_argument(parser, "processes that cut crops (one photo at a time each)")
     return parser
 
 

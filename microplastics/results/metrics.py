@@ -15,13 +15,10 @@ import pandas as pd
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
 from microplastics.core import fileio
+from microplastics.core.layout import CONFUSION_NAME, METRICS_NAME, PREDICTIONS_NAME, REPORT_NAME
 from microplastics.core.cli import UserError
 from microplastics.results.stats import SCORES
 
-METRICS_NAME = "metrics.json"
-PREDICTIONS_NAME = "predictions.csv"
-REPORT_NAME = "classification_report.txt"
-CONFUSION_NAME = "confusion_matrix.png"
 
 
 def per_class_iou(cm: np.ndarray) -> np.ndarray:
@@ -136,15 +133,6 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
 
 SCORE_KEYS = ("n", *SCORES)
 AGREEMENT_TOLERANCE = 1e-6
-
-
-def run_finished(model_dir: str | Path) -> bool:
-    """Whether a model folder holds a finished run: the one rule of every stage that reads one.
-
-    A run writes metrics.json after testing, and its folder appears whole (it is staged); a
-    folder with best.pt and last.pt but no metrics.json is a run that never finished.
-    """
-    return (Path(model_dir) / METRICS_NAME).is_file()
 
 
 def load_metrics(model_dir: str | Path) -> dict[str, Any]:
