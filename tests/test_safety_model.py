@@ -25,7 +25,7 @@ from microplastics.data import extraction, preprocessing as preprocess
 from microplastics.core import fileio
 from microplastics.explain import grad_cam as gradcam
 from microplastics.classical import iou
-from microplastics.predict import predictor as predict, robustness
+from microplastics.predict import prediction as predict, robustness
 from microplastics.results import report as reports
 from microplastics.classical.baselines import main as baselines_main
 from microplastics.core.cli import run
