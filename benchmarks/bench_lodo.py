@@ -40,12 +40,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_robustness import MP100, PY, sh, slug
-
-from microplastics.data import dataset, domains
-from microplastics.predict.predictor import model_file
-from microplastics.results.metrics import compute_metrics, load_metrics, read_predictions
-from microplastics.results.stats import bootstrap_intervals
+from bench_robustness import MP100, PY, sh, slug  # noqa: E402  (this folder is sys.path[0])
+from microplastics.core.layout import model_file  # noqa: E402
+from microplastics.data import dataset, domains  # noqa: E402
+from microplastics.results.metrics import compute_metrics, load_metrics, read_predictions  # noqa: E402
+from microplastics.results.stats import bootstrap_intervals  # noqa: E402
 
 SYNTHETIC_MAP = {"line": "fiber", "hard": "fragment", "pellet": "pallet"}
 TARGET_POINTS = 5.0
