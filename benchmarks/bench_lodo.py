@@ -49,8 +49,8 @@ from microplastics.results.stats import bootstrap_intervals  # noqa: E402
 SYNTHETIC_MAP = {"line": "fiber", "hard": "fragment", "pellet": "pallet"}
 TARGET_POINTS = 5.0
 # domain name -> (column title, how it is built from mp100's test photos; None: the synthetic photos)
-DOMAINS = {"synthetic": ("synthetic", None), "mag_0.5": ("0.5x", domains.magnification(0.5)),
-           "mag_2": ("2x", domains.magnification(2.0)), "bg_colour": ("colour bg", domains.background("colour")),
+DOMAINS = {"synthetic": ("synthetic", None), "mag_half": ("0.5x", domains.magnification(0.5)),
+           "mag_double": ("2x", domains.magnification(2.0)), "bg_colour": ("colour bg", domains.background("colour")),
            "bg_texture": ("texture bg", domains.background("texture"))}
 REVERSE = "mp100"  # the synthetic model's domain: mp100's test photos as they are
 CHECK = "mp100_test"  # the mp100 model on its own test photos, through the domains' path
