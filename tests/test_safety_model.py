@@ -293,7 +293,7 @@ def test_a_killed_run_keeps_the_finished_one_and_resumes(results, processed_dir)
 
 def test_only_the_staging_folders_of_dead_processes_are_removed(tmp_path, capsys):
     final = tmp_path / "model"
-    make = f"from microplastics import fileio; print(fileio.staging_dir({str(final)!r}), flush=True)"
+    make = f"from microplastics.core import fileio; print(fileio.staging_dir({str(final)!r}), flush=True)"
     live_proc = subprocess.Popen([sys.executable, "-c", make + "; import time; time.sleep(120)"], cwd=ROOT,
                                  stdout=subprocess.PIPE, text=True)
     try:
