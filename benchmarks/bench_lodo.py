@@ -14,9 +14,11 @@ and the synthetic model on mp100's test photos (film, which the generator does n
 The table gives each model's own test macro-F1 with its 95 % bootstrap interval, every domain's
 macro-F1 (over the classes the domain holds, so a class it lacks counts only through the
 particles wrongly given to it), the drop in points from the model's own test split, and the worst
-drop; the target is a worst drop of at most 5 points for the best configuration. A "check" column
-scores the mp100 model again on its own test photos through the same path as the domains
-(prediction.py --photos): it must repeat the own-test figure.
+drop; the target is a worst drop of at most 5 points for the best configuration. The domains are
+scored as external photo sets (prediction.py --photos; per-crop predictions in
+MODEL/external/NAME/). A "check" column scores the mp100 model again on its own test photos
+through that same path: it must repeat the own-test figure. A row scored with --tta takes its own
+test figure from that check (the test split under the same test-time augmentation).
 
     .venv/bin/python benchmarks/bench_lodo.py                       # every row (the Lite0 rows are slow on a CPU)
     .venv/bin/python benchmarks/bench_lodo.py --rows 0 1             # the classical defaults only
@@ -40,7 +42,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_robustness import MP100, PY, sh, slug  # noqa: E402  (this folder is sys.path[0])
+from bench_robustness import MP100, PY, sh  # noqa: E402  (this folder is sys.path[0])
 from microplastics.core.layout import model_file  # noqa: E402
 from microplastics.data import dataset, domains  # noqa: E402
 from microplastics.results.metrics import compute_metrics, load_metrics, read_predictions  # noqa: E402
@@ -52,6 +54,7 @@ TARGET_POINTS = 5.0
 DOMAINS = {"synthetic": ("synthetic", None), "mag_half": ("0.5x", domains.magnification(0.5)),
            "mag_double": ("2x", domains.magnification(2.0)), "bg_colour": ("colour bg", domains.background("colour")),
            "bg_texture": ("texture bg", domains.background("texture"))}
+SHIFTS = ("mag_half", "mag_double", "bg_colour", "bg_texture")  # mp100's own photos, changed in one thing
 REVERSE = "mp100"  # the synthetic model's domain: mp100's test photos as they are
 CHECK = "mp100_test"  # the mp100 model on its own test photos, through the domains' path
 
@@ -82,8 +85,8 @@ ROWS = [
     Row("SVM, defaults", "none (default)", "ml-baselines.py", ("--models", "rf", "svm"), "svm"),
     Row("Lite0 head, defaults (64 px)", "none (default)", "efficientnet.py", (*LITE0, "--aug-views", "1"),
         "efficientnet_lite0"),
-    Row("Lite0 full fine-tuning (64 px, 2 epochs)", "fine-tuning", "efficientnet.py",
-        (*LITE0, "--finetune", "full", "--epochs", "2", "--patience", "2"), "efficientnet_lite0"),
+    Row("Lite0 full fine-tuning (64 px, 1 epoch)", "fine-tuning", "efficientnet.py",
+        (*LITE0, "--finetune", "full", "--epochs", "1", "--patience", "1"), "efficientnet_lite0"),
 ]
 
 
@@ -153,16 +156,22 @@ def train(row: Row, data: Path, side: str, args: argparse.Namespace) -> Path:
     return model_dir
 
 
-def score(model_dir: Path, domain: Path, name: str, row: Row, args: argparse.Namespace) -> pd.DataFrame:
-    """The model's predictions on a domain's annotated particles (prediction.py --photos), reused while current."""
-    tag = slug(" ".join(row.score_args)) or "plain"
-    out = model_dir.parent / "domains" / f"{row.model}__{tag}" / name
-    pred = out / "predictions.csv"
+def score(model_dir: Path, sets: dict[str, Path], row: Row, data: Path, args: argparse.Namespace
+          ) -> dict[str, pd.DataFrame]:
+    """The model's predictions on each domain (prediction.py --photos, for the sets not yet current)."""
+    tta = "--tta" in row.score_args
     model = model_file(model_dir)
-    if args.rescore or not pred.is_file() or pred.stat().st_mtime < model.stat().st_mtime:
-        sh([PY, "prediction.py", "--model", str(model_dir), "--photos", str(domain), "--out", str(out),
-            "--device", "cpu", *row.score_args])
-    return read_predictions(pred)
+
+    def predictions(name: str) -> Path:
+        return model_dir / "external" / (f"{name}.tta" if tta else name) / "predictions.csv"
+
+    stale = [name for name in sets if args.rescore or not predictions(name).is_file()
+             or predictions(name).stat().st_mtime < model.stat().st_mtime]
+    for name in stale:
+        # a class the model does not know (film, for the synthetic model) is left out of the scoring
+        sh([PY, "prediction.py", "--model", str(model_dir), "--photos", str(sets[name]),
+            "--out", str(predictions(name).parent), "--device", "cpu", *row.score_args])
+    return {name: read_predictions(predictions(name)) for name in sets}
 
 
 def domain_macro_f1(pred: pd.DataFrame) -> float:
@@ -174,28 +183,38 @@ def domain_macro_f1(pred: pd.DataFrame) -> float:
 
 
 def own_test(model_dir: Path, seed: int) -> tuple[float, list[float]]:
+    """The model's test macro-F1 (metrics.json) and its 95 % bootstrap interval over the test crops."""
     metrics = load_metrics(model_dir)
-    pred = read_predictions(model_dir / "predictions.csv")
-    ci = bootstrap_intervals(pred["true"], pred["pred"], sorted(metrics["per_class"]), seed=seed)["macro_f1"]
-    return float(metrics["macro_f1"]), [round(ci.low, 4), round(ci.high, 4)]
+    return float(metrics["macro_f1"]), macro_f1_interval(read_predictions(model_dir / "predictions.csv"), seed)[1]
+
+
+def macro_f1_interval(pred: pd.DataFrame, seed: int) -> tuple[float, list[float]]:
+    classes = sorted(set(pred["true"]) | set(pred["pred"]))
+    ci = bootstrap_intervals(pred["true"], pred["pred"], classes, seed=seed)["macro_f1"]
+    return compute_metrics(pred["true"], pred["pred"], classes)["macro_f1"], [round(ci.low, 4), round(ci.high, 4)]
 
 
 def run_row(row: Row, folders: dict[str, Path], args: argparse.Namespace) -> dict:
     work = Path(args.work)
-    real = train(row, processed(Path(args.photos), work / "mp100", row.prep_args, args.seed), "mp100", args)
+    real_data = processed(Path(args.photos), work / "mp100", row.prep_args, args.seed)
+    real = train(row, real_data, "mp100", args)
     own, ci = own_test(real, args.seed)
     result = {"label": row.label, "lever": row.lever, "own_macro_f1": own, "own_ci": ci,
               "command": " ".join([row.script, *row.args]), "score_args": " ".join(row.score_args)}
-    for name in [*DOMAINS, CHECK]:
-        result[name] = domain_macro_f1(score(real, folders[name], name, row, args))
-    syn = train(row, processed(folders["synthetic"], work / "synthetic", row.prep_args, args.seed), "synthetic", args)
+    scored = score(real, {name: folders[name] for name in [*DOMAINS, CHECK]}, row, real_data, args)
+    result.update({name: domain_macro_f1(pred) for name, pred in scored.items()})
+    if "--tta" in row.score_args:  # the own test split, scored the same way
+        result["own_macro_f1"], result["own_ci"] = macro_f1_interval(scored[CHECK], args.seed)
+    syn_data = processed(folders["synthetic"], work / "synthetic", row.prep_args, args.seed)
+    syn = train(row, syn_data, "synthetic", args)
     result["synthetic_own_macro_f1"], result["synthetic_own_ci"] = own_test(syn, args.seed)
-    result[REVERSE] = domain_macro_f1(score(syn, folders[REVERSE], REVERSE, row, args))
+    result[REVERSE] = domain_macro_f1(score(syn, {REVERSE: folders[REVERSE]}, row, syn_data, args)[REVERSE])
     drops = {name: 100 * (own - result[name]) for name in DOMAINS}
     drops[REVERSE] = 100 * (result["synthetic_own_macro_f1"] - result[REVERSE])
     result["drops"] = drops
     result["worst_domain"] = max(drops, key=drops.get)
     result["worst_drop"] = drops[result["worst_domain"]]
+    result["worst_shift_drop"] = max(drops[name] for name in SHIFTS)
     return result
 
 
@@ -211,6 +230,7 @@ def table(rows: list[dict]) -> pd.DataFrame:
         rec["synthetic own"] = f"{r['synthetic_own_macro_f1']:.3f}"
         rec["synthetic->mp100"] = f"{r[REVERSE]:.3f} ({-r['drops'][REVERSE]:+.1f})"
         rec["worst drop"] = f"{r['worst_drop']:.1f} ({DOMAINS.get(r['worst_domain'], ('synthetic->mp100',))[0]})"
+        rec["worst of 0.5x-texture"] = f"{r['worst_shift_drop']:.1f}"
         rec["target"] = "met" if r["worst_drop"] <= TARGET_POINTS else "missed"
         records.append(rec)
     return pd.DataFrame(records)
@@ -225,6 +245,9 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
     print(f"best configuration: {best['label']}: worst drop {best['worst_drop']:.1f} points "
           f"(target <= {TARGET_POINTS:.0f}; ratio {best['worst_drop'] / TARGET_POINTS:.2f}) -> "
           f"{'met' if best['worst_drop'] <= TARGET_POINTS else 'missed'}")
+    shift = min(rows, key=lambda r: r["worst_shift_drop"])
+    print(f"on mp100's own photos changed in one thing (0.5x, 2x, colour, texture): best {shift['label']}, "
+          f"worst drop {shift['worst_shift_drop']:.1f} points (ratio {shift['worst_shift_drop'] / TARGET_POINTS:.2f})")
     for r in rows:
         if abs(r[CHECK] - r["own_macro_f1"]) > 0.01:
             print(f"warning: {r['label']}: its own test photos score {r[CHECK]:.3f} through prediction.py, "
