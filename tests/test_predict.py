@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from microplastics.predict import predictor as predict
+from microplastics.predict.external import score_particles
 from microplastics.classical.baselines import main as baselines_main
 from microplastics.core.cli import run
 from microplastics.data.synthetic import write_synthetic_micro
@@ -129,8 +130,8 @@ def test_photos_mode_rows_and_metrics_match_a_hand_count(results, micro, tmp_pat
 def test_class_map_brings_renamed_labels_into_scoring(results, micro):
     predictor = predict.load_predictor(results / "rf")
     frame = predict.classify_photos(predictor, micro)
-    plain = predict.score_particles(frame, predictor.classes)
-    mapped = predict.score_particles(frame, predictor.classes, {"noise": "hard", "reference": "foam"})
+    plain = score_particles(frame, predictor.classes)
+    mapped = score_particles(frame, predictor.classes, {"noise": "hard", "reference": "foam"})
     assert mapped.unknown_classes == {}
     assert mapped.scored.sum() == len(frame) == plain.scored.sum() + sum(plain.unknown_classes.values())
 

@@ -9,7 +9,7 @@ Three modes use it:
 - crops (``--model DIR --input PATH...``): one CSV row per crop image, ``path,pred,prob_<class>...``;
 - photos (``--model DIR --photos DIR``): every annotated particle of a MICRO-style folder or a YOLO
   export is cut out and classified (``classify_photos``); with labels, the set is scored
-  (``score_particles``) and written like a test split (metrics.json, confusion matrix);
+  (``external.score_particles``) and written like a test split (metrics.json, confusion matrix);
   with ``--find`` the particles are found instead of read (``sample_report``, docs/find.md).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,11 +26,12 @@ from tqdm import tqdm
 
 from microplastics.core import fileio
 from microplastics.core.cli import ArgumentParser, UserError, finite_float
-from microplastics.data.dataset import check_data_dir, lines_digest, recorded_input
+from microplastics.data.dataset import check_data_dir, recorded_input
 from microplastics.core.images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
-from microplastics.results.metrics import (METRICS_NAME, PREDICTIONS_NAME, compute_metrics, read_predictions, run_finished,
-                      write_evaluation)
+from microplastics.results.metrics import METRICS_NAME, PREDICTIONS_NAME, read_predictions, run_finished
 from microplastics.deep.precision import PRECISIONS
+from microplastics.predict.external import EXTERNAL_DIR, parse_class_map, write_external
+from microplastics.predict.tta import with_tta
 
 if TYPE_CHECKING:  # the heavy modules load only when a model of their kind does
     from microplastics.classical.baselines import ClassicalModel
@@ -45,10 +46,6 @@ CONFIG_NAME = "config.json"
 GRID_IMAGE = "predictions_grid.png"
 GRID_TABLE = "predictions_grid.csv"
 CROPS_CSV = "classified.csv"
-PARTICLES_CSV = "particles.csv"
-EXTERNAL_DIR = "external"
-EXTERNAL_FILES = (PARTICLES_CSV, "metrics.json", PREDICTIONS_NAME, "classification_report.txt",
-                  "confusion_matrix.png")
 BOX_COLUMNS = ["photo", "box_id", "minr", "minc", "maxr", "maxc", "crop_name"]
 
 
@@ -340,94 +337,10 @@ def classify_photos(predictor: Predictor, photos_dir: str | Path, margin: float 
     return frame
 
 
-@dataclass
-class ParticleScore:
-    """How a labelled external set scores: which rows count, and what was left out."""
-
-    scored: np.ndarray                  # boolean mask over the frame's rows
-    y_true: list[str]                   # mapped labels of the scored rows
-    unknown_classes: dict[str, int]     # label -> particles, labels the model does not know
-    n_unlabelled: int
-    metrics: dict[str, Any] | None      # compute_metrics of the scored rows; None when none
-
-
-def score_particles(frame: pd.DataFrame, classes: Sequence[str],
-                    class_map: Mapping[str, str] | None = None) -> ParticleScore:
-    """Score ``classify_photos`` rows against their annotated labels.
-
-    Labels are first renamed through ``class_map``; rows without a label, or with one the
-    model does not know, are left out (the latter counted in ``unknown_classes``).
-    """
-    class_map = dict(class_map or {})
-    labels = frame["true"].fillna("").astype(str).map(lambda v: class_map.get(v, v))
-    labelled = (labels != "").to_numpy()
-    known = labels.isin(list(classes)).to_numpy()
-    unknown = labels[labelled & ~known].value_counts()
-    scored = labelled & known
-    y_true = labels[scored].tolist()
-    metrics = compute_metrics(y_true, frame.loc[scored, "pred"].tolist(), classes) if scored.any() else None
-    return ParticleScore(scored=scored, y_true=y_true, unknown_classes={str(k): int(v) for k, v in unknown.items()},
-                         n_unlabelled=int((~labelled).sum()), metrics=metrics)
-
-
-def set_fingerprint(frame: pd.DataFrame) -> str:
-    """A short hash of an external set's boxes and labels, like the test split's fingerprint."""
-    return lines_digest(f"{p}\t{b}\t{t}" for p, b, t in zip(frame["photo"], frame["box_id"], frame["true"]))
-
-
-def write_external(out_dir: str | Path, frame: pd.DataFrame, predictor: Predictor, *, source: str | Path,
-                   csv_path: str | Path | None = None, class_map: Mapping[str, str] | None = None
-                   ) -> ParticleScore:
-    """particles.csv, and for labelled particles the evaluation files with split "external"."""
-    out_dir = Path(out_dir)
-    for name in EXTERNAL_FILES:  # no file of an earlier run may pass for this one's
-        (out_dir / name).unlink(missing_ok=True)
-    with fileio.atomic_path(Path(csv_path) if csv_path else out_dir / PARTICLES_CSV) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.6f")
-    score = score_particles(frame, predictor.classes, class_map)
-    if score.unknown_classes:
-        print(f"warning: label(s) the model does not know, left out of scoring: "
-              f"{', '.join(f'{k} ({v})' for k, v in score.unknown_classes.items())}; "
-              f"model classes: {', '.join(predictor.classes)} (see --class-map)", file=sys.stderr)
-    if not (score.scored.any() or score.unknown_classes):
-        return score  # unlabelled photos: nothing to score
-    extra = {"source": str(source), "format": frame.attrs.get("format"), "margin": frame.attrs.get("margin"),
-             "n_particles": int(len(frame)), "n_scored": int(score.scored.sum()),
-             "n_unlabelled": score.n_unlabelled, "unknown_classes": sorted(score.unknown_classes),
-             "unknown_counts": score.unknown_classes, "class_map": dict(class_map or {}),
-             "skipped": [{"item": i, "reason": r} for i, r in frame.attrs.get("skipped", [])]}
-    fingerprint = set_fingerprint(frame)
-    if score.metrics is None:
-        print("warning: no particle has a label the model knows; metrics.json records only what was left out",
-              file=sys.stderr)
-        fileio.write_json(out_dir / "metrics.json", {"model": predictor.name, "split": "external", "n": 0,
-                                                     "split_fingerprint": fingerprint, "weights": predictor.weights,
-                                                     "train_seconds": None, **extra})
-        return score
-    rows = frame[score.scored]
-    probs = rows[[f"prob_{c}" for c in predictor.classes]].to_numpy(dtype=float)
-    write_evaluation(out_dir, model=predictor.name, classes=predictor.classes,
-                     paths=[f"{p}#{b}" for p, b in zip(rows["photo"], rows["box_id"])], y_true=score.y_true,
-                     y_pred=rows["pred"].tolist(), probs=probs, split_fingerprint=fingerprint,
-                     weights=predictor.weights, train_seconds=None, split="external", extra=extra)
-    return score
-
-
 def default_margin(model_dir: Path) -> float:
     """The crop margin data-preprocessing.py used for the model's training data (0 if unknown)."""
     data = model_config(model_dir).get("data")
     return recorded_input(Path(data))[1] if data and Path(data).is_dir() else 0.0
-
-
-def parse_class_map(items: Sequence[str] | None) -> dict[str, str]:
-    """``["fiber=line", "pallet=pellet"]`` -> {"fiber": "line", "pallet": "pellet"}."""
-    mapping = {}
-    for item in items or []:
-        old, sep, new = item.partition("=")
-        if not sep or not old.strip() or not new.strip():
-            raise UserError(f"--class-map {item!r}: expected OLD=NEW, e.g. --class-map pallet=pellet fiber=line")
-        mapping[old.strip()] = new.strip()
-    return mapping
 
 
 # ----------------------------------------------------------------------------- command line
@@ -465,6 +378,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--precision", choices=PRECISIONS, default="auto",
       help="deep models' arithmetic. auto: bf16 autocast on a CPU with native bf16 (AVX512-BF16, AMX; about 2x "
            "faster), CUDA's mixed precision on a GPU, else fp32; fp32: full precision; bf16: bf16 autocast")
+    a("--tta", action="store_true",
+      help="crops/photos mode: test-time augmentation, the mean probability over the 8 flips and 90-degree "
+           "rotations of each crop (8x the time); recorded in metrics.json as tta")
     from microplastics.find.sample_report import add_find_arguments
 
     add_find_arguments(parser)
@@ -500,6 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = _check_args(args)
     if args.find and mode != "photos":
         raise UserError("--find works on photos: --model DIR --photos DIR --find")
+    if args.tta and (mode == "grid" or args.find):
+        raise UserError("--tta works in crops mode (--input) and photos mode (--photos without --find)")
     device = resolve_device(args.device)
     if mode == "grid":
         return run_grids(args, device)
@@ -527,7 +445,7 @@ def run_grids(args: argparse.Namespace, device: str) -> int:
 
 def run_crops(args: argparse.Namespace, device: str) -> int:
     paths = collect_inputs(args.input)
-    predictor = load_predictor(args.model, device, args.precision)
+    predictor = with_tta(load_predictor(args.model, device, args.precision), args.tta)
     frame, unreadable = classify_files(predictor, paths, args.batch_size)
     for path, why in unreadable:
         print(f"warning: skipped unreadable {path}: {why}", file=sys.stderr)
@@ -543,7 +461,7 @@ def run_crops(args: argparse.Namespace, device: str) -> int:
 
 def run_photos(args: argparse.Namespace, device: str) -> int:
     class_map = parse_class_map(args.class_map)
-    predictor = load_predictor(args.model, device, args.precision)
+    predictor = with_tta(load_predictor(args.model, device, args.precision), args.tta)
     margin = args.margin if args.margin is not None else default_margin(Path(args.model))
     frame = classify_photos(predictor, args.photos, margin, fmt=args.format, batch_size=args.batch_size)
     skipped = frame.attrs.get("skipped", [])
