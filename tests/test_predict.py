@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from datagen import train_tiny_models
 from PIL import Image
 
 from microplastics.predict import predictor as predict
 from microplastics.predict.external import score_particles
-from microplastics.classical.baselines import main as baselines_main
 from microplastics.core.cli import run
 from microplastics.data.synthetic import write_synthetic_micro
-from microplastics.deep.stage import main_for
 
 MODELS = ("resnet18", "rf")
 
@@ -23,13 +22,7 @@ MODELS = ("resnet18", "rf")
 @pytest.fixture(scope="module")
 def results(processed_dir, tmp_path_factory) -> Path:
     """A deep model and a classical one, trained tiny through the real scripts' main functions."""
-    out = tmp_path_factory.mktemp("predict_results")
-    main_for("resnet50")(["--data", str(processed_dir), "--results", str(out), "--arch", "resnet18",
-                          "--epochs", "1", "--image-size", "32", "--weights", "none", "--workers", "0",
-                          "--device", "cpu", "--aug-views", "0"])
-    baselines_main(["--data", str(processed_dir), "--results", str(out), "--models", "rf", "--workers", "1",
-                    "--grid-size", "0", "--no-cache"])
-    return out
+    return train_tiny_models(processed_dir, tmp_path_factory.mktemp("predict_results"))
 
 
 @pytest.fixture(scope="module")
