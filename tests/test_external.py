@@ -106,6 +106,7 @@ def test_tta_rows_sit_beside_the_plain_ones_and_rescore_the_test_split(scored, p
     augmented = pd.read_csv(results / "rf" / "external" / "lab.tta" / "predictions.csv")
     assert plain["path"].tolist() == augmented["path"].tolist()
     assert not np.allclose(plain.filter(like="prob_").to_numpy(), augmented.filter(like="prob_").to_numpy())
+    assert (results / "rf" / external_sets.PLOT_NAME).is_file()
     assert not (results / "rf" / robustness.TABLE_NAME).exists()  # --external alone runs no corruption suite
     assert "resnet18 on lab (tta none" in stdout and "rf on lab (tta none" in stdout
 
@@ -188,9 +189,27 @@ def test_report_shows_other_photo_sets_with_the_drop(scored, processed_dir):
         assert f"{row['drop_macro_f1']:.3f}" in section and f"{row['macro_f1']:.3f}" in section
     assert section.count("<tr>") == 1 + 3  # header, resnet18 plain, rf plain and with TTA
     assert "rerun robustness.py --external" not in page
+    assert 'src="rf/external.png"' in section
 
 
 def test_class_map_parsing_and_dropped_classes():
     assert external.parse_class_map(["a=b", " c = - "]) == {"a": "b", "c": "-"}
     labels = external.mapped_labels(pd.Series(["a", "c", "", "d"]), {"a": "b", "c": "-"})
     assert labels.tolist() == ["b", "", "", "d"]
+
+
+def test_prediction_photos_mode_with_tta_records_it(results, photos, tmp_path, capsys):
+    from microplastics.core.cli import run
+    from microplastics.predict import predictor
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        run(predictor.main, ["--model", str(results / "rf"), "--photos", str(photos), "--out", str(out), "--tta",
+                             "--class-map", *MAP, "--device", "cpu"])
+    assert info.value.code == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tta"] == "dihedral8" and metrics["n"] == len([c for c in hand_labels(photos)
+                                                                  if c not in ("noise", "reference")])
+    with pytest.raises(SystemExit) as info:
+        run(predictor.main, ["--models", "rf", "--results", str(results), "--tta", "--device", "cpu"])
+    assert info.value.code == 2 and "--tta works in" in capsys.readouterr().err

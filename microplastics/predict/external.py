@@ -6,7 +6,7 @@ robustness.py --external scores named sets (``ExternalSet``), each a MICRO-style
 (raw_img/ + annotation/) or a YOLO export, with its own class map: every set's per-crop
 predictions go to ``MODEL/external/<set>[.tta]/`` (predictions.csv, metrics.json, the
 classification report and confusion matrix) and one row per set to ``MODEL/external.csv``
-(results/external_sets.py). Every set is read and checked against every model's classes before
+(results/external_sets.py), drawn in ``MODEL/external.png``. Every set is read and checked against every model's classes before
 anything is classified or written.
 
 Class maps rename the sets' labels to the model's: ``OLD=NEW``; ``OLD=-`` leaves that class out.
@@ -268,4 +268,6 @@ def score_sets(model_dir: Path, predictor: Predictor, sets: Sequence[ExternalSet
             raise UserError(f"--external {ext.name}: no particle of {ext.folder} could be classified; check "
                             "its photos")
         rows.append(write_set(model_dir, predictor, ext, frame, tta, reference, n_boot, seed))
-    return external_sets.write_table(model_dir, rows)
+    table = external_sets.write_table(model_dir, rows)
+    external_sets.plot_table(table, model_dir / external_sets.PLOT_NAME, f"{predictor.name}: other photo sets")
+    return table

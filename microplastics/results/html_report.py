@@ -471,7 +471,9 @@ def external_section(report: Report, page_dir: Path, notes: list[str]) -> str:
              "bootstrap intervals over the set's crops, recall per class (empty: the set has no such crop), and the "
              "drop from the model's own test split (its metrics.json, or the test split scored in the same run "
              "with the same TTA). TTA dihedral8: probabilities averaged over the 8 flips and quarter turns.</p>")
-    return section("external", "Other photo sets", intro + table(header, rows))
+    plots = [(m.name, m.folder / "external.png") for m in report.models if (m.folder / "external.png").is_file()]
+    body = intro + table(header, rows) + (gallery(plots, page_dir) if plots else "")
+    return section("external", "Other photo sets", body)
 
 
 def notes_html(notes: Iterable[str]) -> str:
