@@ -5,9 +5,9 @@ particles.csv and, when labelled, scores it like a test split (``write_external`
 robustness.py --external scores named sets (``ExternalSet``), each a MICRO-style folder
 (raw_img/ + annotation/) or a YOLO export, with its own class map: every set's per-crop
 predictions go to ``MODEL/external/<set>[.tta]/`` (predictions.csv, metrics.json, the
-classification report and confusion matrix) and one row per set to ``MODEL/external.csv``
-(results/external_sets.py), drawn in ``MODEL/external.png``. Every set is read and checked against every model's classes before
-anything is classified or written.
+classification report and confusion matrix), one row per set to ``MODEL/external.csv``
+(results/external_sets.py), drawn in ``MODEL/external.png``. Every set is read and checked
+against every model's classes before anything is classified or written.
 
 Class maps rename the sets' labels to the model's: ``OLD=NEW``; ``OLD=-`` leaves that class out.
 """
@@ -24,10 +24,11 @@ import numpy as np
 import pandas as pd
 
 from microplastics.core import fileio
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.data.dataset import lines_digest
 from microplastics.results import external_sets
-from microplastics.results.metrics import PREDICTIONS_NAME, compute_metrics, write_evaluation
+from microplastics.core.layout import PREDICTIONS_NAME
+from microplastics.results.metrics import compute_metrics, write_evaluation
 
 if TYPE_CHECKING:
     from microplastics.predict.predictor import Predictor
@@ -48,7 +49,7 @@ def parse_class_map(items: Sequence[str] | None, flag: str = "--class-map") -> d
     for item in items or []:
         old, sep, new = item.partition("=")
         if not sep or not old.strip() or not new.strip():
-            raise UserError(f"{flag} {item!r}: expected OLD=NEW (OLD=- leaves a class out), e.g. "
+            raise InputError(f"{flag} {item!r}: expected OLD=NEW (OLD=- leaves a class out), e.g. "
                             f"{flag} pallet=pellet fiber=line")
         mapping[old.strip()] = new.strip()
     return mapping
@@ -173,19 +174,19 @@ def parse_external(items: Sequence[str] | None, class_maps: Sequence[Sequence[st
         name, sep, folder = item.partition("=")
         name = name.strip()
         if not sep or not folder:
-            raise UserError(f"--external {item!r}: expected NAME=DIR, e.g. --external otherlab=../otherlab/MICRO")
+            raise InputError(f"--external {item!r}: expected NAME=DIR, e.g. --external otherlab=../otherlab/MICRO")
         if not SET_NAME.match(name):
-            raise UserError(f"--external {item!r}: the set name may hold only letters, digits, '_' and '-'")
+            raise InputError(f"--external {item!r}: the set name may hold only letters, digits, '_' and '-'")
         if name in sets:
-            raise UserError(f"--external {name} is given twice; give each set its own name")
+            raise InputError(f"--external {name} is given twice; give each set its own name")
         if not Path(folder).is_dir():
-            raise UserError(f"--external {name}: no such folder {folder}; pass a MICRO folder (raw_img/ + "
+            raise InputError(f"--external {name}: no such folder {folder}; pass a MICRO folder (raw_img/ + "
                             "annotation/) or a YOLO export (images/ + labels/)")
         sets[name] = Path(folder)
     maps: dict[str, dict[str, str]] = {}
     for entry in class_maps or []:
         if not entry or entry[0] not in sets:
-            raise UserError(f"--class-map {' '.join(entry)}: the first word must be the name of an --external set "
+            raise InputError(f"--class-map {' '.join(entry)}: the first word must be the name of an --external set "
                             f"({', '.join(sets) or 'none given'}), e.g. --class-map NAME line=fiber foam=-")
         maps.setdefault(entry[0], {}).update(parse_class_map(entry[1:], f"--class-map {entry[0]}"))
     out = []
@@ -194,10 +195,10 @@ def parse_external(items: Sequence[str] | None, class_maps: Sequence[Sequence[st
         labels = pd.Series([r.label or "" for r in found.records], dtype=object).value_counts()
         ext = ExternalSet(name, folder, maps.get(name, {}), {str(k): int(v) for k, v in labels.items()}, found.format)
         if not found.records:
-            raise UserError(f"--external {name}: {folder} holds no annotated particle "
+            raise InputError(f"--external {name}: {folder} holds no annotated particle "
                             f"({len(found.skipped)} item(s) skipped); check its annotation files")
         if not any(ext.mapped_counts().get(c) for c in ext.mapped_counts() if c):
-            raise UserError(f"--external {name}: none of the {len(found.records)} particles in {folder} has a "
+            raise InputError(f"--external {name}: none of the {len(found.records)} particles in {folder} has a "
                             "class to score (unlabelled, or every class left out by --class-map)")
         out.append(ext)
     return out
@@ -208,7 +209,7 @@ def check_classes(sets: Sequence[ExternalSet], model: str, classes: Sequence[str
     for ext in sets:
         unknown = sorted(c for c in ext.mapped_counts() if c and c not in classes)
         if unknown:
-            raise UserError(f"--external {ext.name}: class(es) {', '.join(unknown)} unknown to model {model} "
+            raise InputError(f"--external {ext.name}: class(es) {', '.join(unknown)} unknown to model {model} "
                             f"(classes {', '.join(classes)}); map them with --class-map {ext.name} "
                             f"{unknown[0]}=<model class>, or leave them out with {unknown[0]}=-")
 
@@ -265,7 +266,7 @@ def score_sets(model_dir: Path, predictor: Predictor, sets: Sequence[ExternalSet
         for item, why in frame.attrs.get("skipped", [])[:5]:
             print(f"warning: {ext.name}: skipped {item}: {why}", file=sys.stderr)
         if frame.empty:
-            raise UserError(f"--external {ext.name}: no particle of {ext.folder} could be classified; check "
+            raise InputError(f"--external {ext.name}: no particle of {ext.folder} could be classified; check "
                             "its photos")
         rows.append(write_set(model_dir, predictor, ext, frame, tta, reference, n_boot, seed))
     table = external_sets.write_table(model_dir, rows)
