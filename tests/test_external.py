@@ -200,16 +200,16 @@ def test_class_map_parsing_and_dropped_classes():
 
 def test_prediction_photos_mode_with_tta_records_it(results, photos, tmp_path, capsys):
     from microplastics.core.cli import run
-    from microplastics.predict import predictor
+    from microplastics.predict import prediction
 
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
-        run(predictor.main, ["--model", str(results / "rf"), "--photos", str(photos), "--out", str(out), "--tta",
+        run(prediction.main, ["--model", str(results / "rf"), "--photos", str(photos), "--out", str(out), "--tta",
                              "--class-map", *MAP, "--device", "cpu"])
     assert info.value.code == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tta"] == "dihedral8" and metrics["n"] == len([c for c in hand_labels(photos)
                                                                   if c not in ("noise", "reference")])
     with pytest.raises(SystemExit) as info:
-        run(predictor.main, ["--models", "rf", "--results", str(results), "--tta", "--device", "cpu"])
+        run(prediction.main, ["--models", "rf", "--results", str(results), "--tta", "--device", "cpu"])
     assert info.value.code == 2 and "--tta works in" in capsys.readouterr().err
