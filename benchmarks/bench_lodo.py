@@ -15,7 +15,7 @@ The table gives each model's own test macro-F1 with its 95 % bootstrap interval,
 macro-F1 (over the classes the domain holds, so a class it lacks counts only through the
 particles wrongly given to it), the drop in points from the model's own test split, and the worst
 drop; the target is a worst drop of at most 5 points for the best configuration. The domains are
-scored as external photo sets (prediction.py --photos; per-crop predictions in
+scored as external photo sets (robustness.py --external NAME=DIR; per-crop predictions in
 MODEL/external/NAME/). A "check" column scores the mp100 model again on its own test photos
 through that same path: it must repeat the own-test figure. A row scored with --tta takes its own
 test figure from that check (the test split under the same test-time augmentation).
@@ -83,6 +83,8 @@ class Row:
 ROWS = [
     Row("RF, defaults", "none (default)", "ml-baselines.py", ("--models", "rf", "svm"), "rf"),
     Row("SVM, defaults", "none (default)", "ml-baselines.py", ("--models", "rf", "svm"), "svm"),
+    Row("RF, defaults + TTA", "test-time augmentation", "ml-baselines.py", ("--models", "rf", "svm"), "rf",
+        score_args=("--tta",)),
     Row("Lite0 head, defaults (64 px)", "none (default)", "efficientnet.py", (*LITE0, "--aug-views", "1"),
         "efficientnet_lite0"),
     Row("Lite0 full fine-tuning (64 px, 1 epoch)", "fine-tuning", "efficientnet.py",
@@ -158,7 +160,7 @@ def train(row: Row, data: Path, side: str, args: argparse.Namespace) -> Path:
 
 def score(model_dir: Path, sets: dict[str, Path], row: Row, data: Path, args: argparse.Namespace
           ) -> dict[str, pd.DataFrame]:
-    """The model's predictions on each domain (prediction.py --photos, for the sets not yet current)."""
+    """The model's predictions on each domain: robustness.py --external, one call for the sets not yet current."""
     tta = "--tta" in row.score_args
     model = model_file(model_dir)
 
@@ -167,10 +169,14 @@ def score(model_dir: Path, sets: dict[str, Path], row: Row, data: Path, args: ar
 
     stale = [name for name in sets if args.rescore or not predictions(name).is_file()
              or predictions(name).stat().st_mtime < model.stat().st_mtime]
-    for name in stale:
-        # a class the model does not know (film, for the synthetic model) is left out of the scoring
-        sh([PY, "prediction.py", "--model", str(model_dir), "--photos", str(sets[name]),
-            "--out", str(predictions(name).parent), "--device", "cpu", *row.score_args])
+    if stale:
+        cmd = [PY, "robustness.py", "--model", str(model_dir), "--data", str(data), "--device", "cpu",
+               "--seed", str(args.seed), *row.score_args]
+        for name in stale:
+            cmd += ["--external", f"{name}={sets[name]}"]
+            if name == REVERSE:  # the synthetic model knows no film
+                cmd += ["--class-map", name, "film=-"]
+        sh(cmd)
     return {name: read_predictions(predictions(name)) for name in sets}
 
 
