@@ -76,6 +76,7 @@ class DeepPredictor:
     def __post_init__(self) -> None:
         self.classes = list(self.loaded.classes)
         self.weights = str(self.loaded.weights)
+        self.crop_um_per_px = self.loaded.config.get("crop_um_per_px")  # the training crops' scale, if resampled
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         # one forward pass for the batch the caller chose (--batch-size)
@@ -93,6 +94,7 @@ class ClassicalPredictor:
 
     def __post_init__(self) -> None:
         self.classes = list(self.model.classes)
+        self.crop_um_per_px = self.model.info.get("crop_um_per_px")  # the training crops' scale, if resampled
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return np.asarray(self.model.predict_proba_images(list(images)), dtype=np.float64)
@@ -307,15 +309,18 @@ def classify_files(predictor: Predictor, paths: Sequence[Path], batch_size: int 
 # ----------------------------------------------------------------------------- photos mode
 
 def classify_photos(predictor: Predictor, photos_dir: str | Path, margin: float = 0.0, *, fmt: str = "auto",
-                    batch_size: int = 32) -> pd.DataFrame:
+                    batch_size: int = 32, um_per_px: float | Mapping[str, float] | None = None) -> pd.DataFrame:
     """Cut out and classify every annotated particle of a MICRO-style folder or a YOLO export.
 
     One row per particle: ``photo`` (relative to ``photos_dir``), ``box_id``, the box
     (``minr,minc,maxr,maxc``, max exclusive), ``crop_name``, ``true`` (the annotated class,
     "" when the annotations carry none), ``pred`` and ``prob_<class>`` per model class.
-    ``frame.attrs["skipped"]`` lists (item, reason) for what could not be used.
+    ``frame.attrs["skipped"]`` lists (item, reason) for what could not be used. With the photos'
+    ``um_per_px`` (``--um-per-px``), a model trained on resampled crops gets its crops at its own scale.
     """
-    from microplastics.data.annotations import crop_box, read_annotations, records_by_photo, relative_name
+    from microplastics.data.annotations import crop_box, photo_root, read_annotations, records_by_photo, relative_name
+    from microplastics.data.scale import model_scale, predictor_scale
+    from microplastics.find.measure import scale_for
 
     root = Path(photos_dir)
     found = read_annotations(root, fmt, require_label=False)
@@ -329,7 +334,8 @@ def classify_photos(predictor: Predictor, photos_dir: str | Path, margin: float 
         except ImageReadError as err:
             skipped.append((relative_name(photo, root), f"unreadable image: {err.reason}"))
             continue
-        crops = [crop_box(image, r, margin) for r in records]
+        crops = model_scale([crop_box(image, r, margin) for r in records],
+                            scale_for(relative_name(photo, photo_root(root, found.format)), um_per_px), predictor_scale(predictor))
         parts.append(predict_in_batches(predictor, crops, batch_size))
         meta.extend({"photo": relative_name(r.photo, root), "box_id": r.box_id, "minr": r.minr, "minc": r.minc,
                      "maxr": r.maxr, "maxc": r.maxc, "crop_name": r.crop_name, "true": r.label or ""}
@@ -411,6 +417,20 @@ def write_external(out_dir: str | Path, frame: pd.DataFrame, predictor: Predicto
                      y_pred=rows["pred"].tolist(), probs=probs, split_fingerprint=fingerprint,
                      weights=predictor.weights, train_seconds=None, split="external", extra=extra)
     return score
+
+
+def photos_scale(args: argparse.Namespace, predictor: Predictor) -> float | dict[str, float] | None:
+    """Photos mode's ``--um-per-px``, with a warning where it and the model's training scale do not meet."""
+    from microplastics.data.scale import predictor_scale
+    from microplastics.find.measure import parse_scale
+
+    if args.reference_size_um is not None:
+        raise UserError("--reference-size-um works with --find; for annotated photos give --um-per-px X|CSV")
+    scale, trained = parse_scale(args.um_per_px), predictor_scale(predictor)
+    if trained and scale is None:
+        print(f"warning: {predictor.name} was trained on crops resampled to {trained:g} um/px, but --um-per-px was "
+              "not given, so the crops are used at the photos' own scale", file=sys.stderr)
+    return scale
 
 
 def default_margin(model_dir: Path) -> float:
@@ -545,7 +565,8 @@ def run_photos(args: argparse.Namespace, device: str) -> int:
     class_map = parse_class_map(args.class_map)
     predictor = load_predictor(args.model, device, args.precision)
     margin = args.margin if args.margin is not None else default_margin(Path(args.model))
-    frame = classify_photos(predictor, args.photos, margin, fmt=args.format, batch_size=args.batch_size)
+    frame = classify_photos(predictor, args.photos, margin, fmt=args.format, batch_size=args.batch_size,
+                            um_per_px=photos_scale(args, predictor))
     skipped = frame.attrs.get("skipped", [])
     for item, why in skipped[:20]:
         print(f"warning: skipped {item}: {why}", file=sys.stderr)
