@@ -67,11 +67,11 @@ def train_rf(data: Path, results: Path, workers: int, copies: int, *extra: str) 
     return results / "rf"
 
 
-def train_lite0(data: Path, results: Path, workers: int, *extra: str) -> Path:
+def train_lite0(data: Path, results: Path, image_size: int, *extra: str) -> Path:
     from microplastics.deep import stage
 
     stage.main(["--data", str(data), "--results", str(results), "--epochs", "30", "--workers", "0",
-                "--device", "cpu", *extra], preset="efficientnet_lite0")
+                "--image-size", str(image_size), "--device", "cpu", *extra], preset="efficientnet_lite0")
     return results / "efficientnet_lite0"
 
 
@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--scale-augment", type=float, default=2.0)
     parser.add_argument("--aug-copies", type=int, default=1, help="RF: augmented copies per training crop")
     parser.add_argument("--lite0", action="store_true", help="also the EfficientNet-Lite0 head model (slower)")
+    parser.add_argument("--lite0-image-size", type=int, default=64, help="its input size (224: its default)")
+    parser.add_argument("--skip-rf", action="store_true", help="only the Lite0 model")
     parser.add_argument("--workers", type=int, default=default_workers())
     args = parser.parse_args()
     micro, work = args.mp100 / "MICRO", args.work
@@ -113,7 +115,7 @@ def main() -> None:
     manifest = load_manifest(data["plain"])
     test_photos = sorted(manifest.loc[manifest["split"] == "test", "source_image"].unique())
     folders = {f: rescaled_photos(micro, test_photos, f, work / f"photos_x{f:g}") for f in [1.0, *args.scales]}
-    runs = {  # setting -> (model folder, um/px handed to prediction)
+    runs = {} if args.skip_rf else {  # setting -> (model folder, um/px handed to prediction)
         ("rf", "plain"): (train_rf(data["plain"], work / "rf_plain", args.workers, args.aug_copies), None),
         ("rf", "scale-augment"): (train_rf(data["plain"], work / "rf_scaleaug", args.workers, args.aug_copies,
                                            "--scale-augment", str(args.scale_augment)), None),
@@ -121,10 +123,11 @@ def main() -> None:
                               args.um_per_px),
     }
     if args.lite0:
-        runs[("lite0", "plain")] = (train_lite0(data["plain"], work / "lite0_plain", args.workers), None)
-        runs[("lite0", "scale-augment")] = (train_lite0(data["plain"], work / "lite0_scaleaug", args.workers,
+        size = args.lite0_image_size
+        runs[("lite0", "plain")] = (train_lite0(data["plain"], work / "lite0_plain", size), None)
+        runs[("lite0", "scale-augment")] = (train_lite0(data["plain"], work / "lite0_scaleaug", size,
                                                         "--scale-augment", str(args.scale_augment)), None)
-        runs[("lite0", "resampled")] = (train_lite0(data["resampled"], work / "lite0_resampled", args.workers),
+        runs[("lite0", "resampled")] = (train_lite0(data["resampled"], work / "lite0_resampled", size),
                                         args.um_per_px)
     print(f"\nmp100 test split: {len(test_photos)} photos, calibration assumed {args.um_per_px:g} um/px, "
           f"crops resampled to {args.crop_um_per_px:g} um/px; runs in {work}\n")
