@@ -154,7 +154,8 @@ def test_prediction_resamples_new_photos_as_the_training_crops_were(tmp_path):
     classify_photos(unscaled, big, um_per_px=1.0)  # a model trained on crops as cut takes them as cut
     assert sorted(at_1x.shapes) == sorted(at_2x.shapes) == expected
     boxes = load_manifest(tmp_path / "cal")
-    assert sorted(unscaled.shapes) == sorted(zip(2 * (boxes["maxr"] - boxes["minr"]), 2 * (boxes["maxc"] - boxes["minc"])))
+    heights, widths = 2 * (boxes["maxr"] - boxes["minr"]), 2 * (boxes["maxc"] - boxes["minc"])
+    assert sorted(unscaled.shapes) == sorted(zip(heights, widths))
     assert trained["calibration"]["crop_um_per_px"] == 3.0
 
 
