@@ -159,12 +159,18 @@ def test_prediction_resamples_new_photos_as_the_training_crops_were(tmp_path):
     assert trained["calibration"]["crop_um_per_px"] == 3.0
 
 
-def test_the_classical_model_carries_the_crop_scale(processed_dir, tmp_path):
+def resampled_copy(processed_dir: Path, tmp_path: Path) -> Path:
+    """The shared small folder, as if its crops had been resampled to 4 um/px."""
     data = tmp_path / "data"
     shutil.copytree(processed_dir, data)
     summary = fileio.read_json(data / "summary.json")
     summary["calibration"] = {"unit": "um", "crop_um_per_px": 4.0}
     fileio.write_json(data / "summary.json", summary)
+    return data
+
+
+def test_the_classical_model_carries_the_crop_scale(processed_dir, tmp_path):
+    data = resampled_copy(processed_dir, tmp_path)
     assert baselines.main(["--data", str(data), "--results", str(tmp_path / "res"), "--models", "rf",
                            "--workers", "1", "--grid-size", "0", "--augment", "none", "--shape-cues", "off"]) == 0
     assert fileio.read_json(tmp_path / "res" / "rf" / "config.json")["crop_um_per_px"] == 4.0
@@ -176,11 +182,7 @@ def test_the_deep_checkpoint_carries_the_crop_scale(processed_dir, tmp_path):
 
     from microplastics.deep.stage import main_for
 
-    data = tmp_path / "data"
-    shutil.copytree(processed_dir, data)
-    summary = fileio.read_json(data / "summary.json")
-    summary["calibration"] = {"unit": "um", "crop_um_per_px": 4.0}
-    fileio.write_json(data / "summary.json", summary)
+    data = resampled_copy(processed_dir, tmp_path)
     main_for("resnet50")(["--data", str(data), "--results", str(tmp_path / "res"), "--weights", "none",
                           "--image-size", "32", "--workers", "0", "--arch", "resnet18", "--epochs", "1",
                           "--aug-views", "1", "--scale-augment", "2"])
