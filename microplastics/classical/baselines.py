@@ -271,10 +271,11 @@ def augment_train(data_dir: Path, train: SplitData, settings: FeatureSettings, a
                   ) -> tuple[np.ndarray, list[str]] | None:
     """Features of ``--aug-copies`` augmented copies of every training crop: robust-augmented
     (``--augment robust``), rescaled to random magnifications first (``--scale-augment``), or both."""
-    if args.augment == "none" and args.scale_augment <= 1:
+    scale_augment = getattr(args, "scale_augment", 1.0)  # callers from before the option pass none
+    if args.augment == "none" and scale_augment <= 1:
         return None
     X = augmented_features([data_dir / p for p in train.paths], settings, args.aug_copies, args.seed,
-                           workers=args.workers, robust=args.augment != "none", scale_augment=args.scale_augment)
+                           workers=args.workers, robust=args.augment != "none", scale_augment=scale_augment)
     return X, [label for label in train.labels for _ in range(args.aug_copies)]
 
 
