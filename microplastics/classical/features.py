@@ -42,7 +42,7 @@ from tqdm import tqdm
 from microplastics.core import fileio
 from microplastics.core.cli import UserError
 from microplastics.data.dataset import settings_digest
-from microplastics.core.images import ImageReadError, border_pixels, read_rgb
+from microplastics.core.images import ImageReadError, border_pixels, particle_mask, read_rgb
 
 FEATURE_KINDS = ("original", "full", "robust")
 # Bump when a feature's definition changes: old caches then miss instead of being reused.
@@ -211,18 +211,6 @@ def size_features(shape: tuple[int, int]) -> np.ndarray:
     """The crop's own size and elongation, lost when it is resized to a square."""
     h, w = shape
     return np.array([np.log(h * w), abs(np.log(h / w))])
-
-
-def particle_mask(gray: np.ndarray) -> np.ndarray:
-    """Otsu segmentation; the particle is the side that touches the crop border least."""
-    if gray.min() == gray.max():
-        return np.zeros(gray.shape, dtype=bool)
-    blurred = cv2.GaussianBlur(gray, (3, 3), 0)
-    mask = blurred > threshold_otsu(blurred)
-    border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
-    if border.mean() > 0.5:  # the bright side is the background: the particle is dark
-        mask = ~mask
-    return mask
 
 
 def shape_features(gray: np.ndarray) -> np.ndarray:

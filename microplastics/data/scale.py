@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from microplastics.core.cli import UserError
-from microplastics.core.images import read_rgb
+from microplastics.core.images import particle_mask, read_rgb
 
 
 def check_crop_scale(crop_um_per_px: float | None, calibrated: bool) -> None:
@@ -71,7 +71,6 @@ def reference_ferets(crop_files: Mapping[str, Sequence[Path]]) -> dict[str, list
     The particle is segmented as the classical features segment it (Otsu, the side that touches
     the border least) and measured with the finder's Feret diameter, so a reference object counts
     the same in training data and in found particles."""
-    from microplastics.classical.features import particle_mask
     from microplastics.find.measure import feret_diameters
 
     ferets: dict[str, list[float]] = {}
