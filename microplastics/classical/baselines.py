@@ -31,8 +31,9 @@ from sklearn.svm import SVC
 from microplastics.data import dataset
 from microplastics.core import fileio
 from microplastics.results import metrics
-from microplastics.core.cli import ArgumentParser, UserError, add_workers_argument, one_line
+from microplastics.core.cli import ArgumentParser, UserError, add_workers_argument, finite_float, one_line
 from microplastics.data.augment import AUGMENT_CHOICES
+from microplastics.data.scale import check_scale_augment
 from microplastics.classical.features import (FEATURE_KINDS, FeatureSettings, augmented_features, dataset_features,
                                               extract_features, feature_names)
 from microplastics.results.grids import pick_rows, save_prediction_grid
@@ -54,6 +55,7 @@ TRUSTED_TYPES = ("imblearn.pipeline.Pipeline", "imblearn.base.FunctionSampler",
                  "microplastics.data.balance.smote_resample",
                  "microplastics.classical.baselines.smote_resample", "sklearn.tree._tree.Tree",
                  "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration")
+SHAPE_CUES_DEFAULT = "on"  # measured on mp100: docs/scale.md
 VAL_KEYS = ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "mean_iou")
 
 
@@ -228,7 +230,8 @@ def check_training_data(train: SplitData, test: SplitData, models: Sequence[str]
 
 def train_one(name: str, args: argparse.Namespace, classes: list[str], splits: dict[str, SplitData],
               settings: FeatureSettings, fingerprint: str, extra_config: dict[str, Any],
-              train_extra: tuple[np.ndarray, list[str]] | None = None) -> dict[str, Any]:
+              train_extra: tuple[np.ndarray, list[str]] | None = None,
+              crop_um_per_px: float | None = None) -> dict[str, Any]:
     """Fit (on the train split plus ``train_extra``, augmented copies), score on val and test, and write
     ``results/<name>/`` in one swap."""
     train, val, test = splits["train"], splits["val"], splits["test"]
@@ -237,7 +240,9 @@ def train_one(name: str, args: argparse.Namespace, classes: list[str], splits: d
     pipeline.fit(*training_matrix(train, train_extra))
     train_seconds = round(time.perf_counter() - start, 3)
     model = ClassicalModel(name=name, classes=classes, pipeline=pipeline, settings=settings,
-                           info={"balance": args.balance, "seed": args.seed})
+                           info={"balance": args.balance, "seed": args.seed,
+                                 # the scale of the training crops: new photos' crops are resampled to it
+                                 "crop_um_per_px": crop_um_per_px})
     final = Path(args.results) / name
     with fileio.staged_dir(final) as stage:
         model.save(stage / MODEL_FILE)
@@ -264,11 +269,13 @@ def training_matrix(train: SplitData, extra: tuple[np.ndarray, list[str]] | None
 
 def augment_train(data_dir: Path, train: SplitData, settings: FeatureSettings, args: argparse.Namespace
                   ) -> tuple[np.ndarray, list[str]] | None:
-    """Features of ``--aug-copies`` robust-augmented copies of every training crop (``--augment robust``)."""
-    if args.augment == "none":
+    """Features of ``--aug-copies`` augmented copies of every training crop: robust-augmented
+    (``--augment robust``), rescaled to random magnifications first (``--scale-augment``), or both."""
+    scale_augment = getattr(args, "scale_augment", 1.0)  # callers from before the option pass none
+    if args.augment == "none" and scale_augment <= 1:
         return None
     X = augmented_features([data_dir / p for p in train.paths], settings, args.aug_copies, args.seed,
-                           workers=args.workers)
+                           workers=args.workers, robust=args.augment != "none", scale_augment=scale_augment)
     return X, [label for label in train.labels for _ in range(args.aug_copies)]
 
 
@@ -350,7 +357,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "augmented copies (light, white balance, blur, noise, JPEG, down-scaling; see "
                              "docs/robustness.md)")
     parser.add_argument("--aug-copies", type=int, default=2,
-                        help="with --augment robust: augmented copies of each training crop")
+                        help="with --augment robust or --scale-augment: augmented copies of each training crop")
+    parser.add_argument("--scale-augment", type=finite_float, default=1.0, metavar="FACTOR",
+                        help="for uncalibrated photos: the augmented copies are first rescaled by a random factor in "
+                             "[1/FACTOR, FACTOR] (another magnification); 1: off (docs/scale.md)")
+    parser.add_argument("--shape-cues", choices=("on", "off"), default=SHAPE_CUES_DEFAULT,
+                        help="add the shape cues (elongation, skeleton length over width, curl, skeleton ends; "
+                             "independent of colour, contrast and magnification) to any --features kind")
     return parser
 
 
@@ -365,7 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fileio.check_output_dir(args.results, "--results")
     models = list(dict.fromkeys(args.models))
     data_dir = Path(args.data)
-    settings = FeatureSettings(kind=args.features)
+    check_scale_augment(args.scale_augment)
+    settings = FeatureSettings(kind=args.features, shape_cues=args.shape_cues == "on")
+    crop_um_per_px = dataset.recorded_crop_scale(data_dir)
     manifest, splits, feature_info = load_features(data_dir, settings, args.workers, use_cache=not args.no_cache)
     check_training_data(splits["train"], splits["test"], models)
     train_extra = augment_train(data_dir, splits["train"], settings, args)
@@ -376,14 +391,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               "features": args.features, "feature_settings": settings.to_dict(),
               "n_features": len(feature_names(settings=settings)), "feature_cache": feature_info,
               "balance": args.balance, "seed": args.seed, "workers": args.workers, "classes": classes,
-              "augment": args.augment, "aug_copies": args.aug_copies if args.augment != "none" else 0,
+              "augment": args.augment, "scale_augment": args.scale_augment, "shape_cues": args.shape_cues,
+              "aug_copies": args.aug_copies if train_extra is not None else 0, "crop_um_per_px": crop_um_per_px,
               "n": {s: len(splits[s].labels) for s in dataset.SPLITS},
               "manifest_digest": digest, "split_fingerprint": fingerprint,
               "weights": WEIGHTS, "sklearn_version": sklearn.__version__}
     print(f"features: {args.features}, {config['n_features']} per crop, "
           f"{'from cache' if feature_info['from_cache'] else 'computed'} in {feature_info['seconds']:.1f} s")
     for name in models:
-        result = train_one(name, args, classes, splits, settings, fingerprint, config, train_extra)
+        result = train_one(name, args, classes, splits, settings, fingerprint, config, train_extra, crop_um_per_px)
         val = result.get("val") or {}
         print(f"{name}: test accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
               f"(val macro-F1 {val.get('macro_f1', float('nan')):.4f}), trained in {result['train_seconds']:.1f} s "

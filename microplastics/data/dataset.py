@@ -247,3 +247,14 @@ def recorded_input(data_dir: Path) -> tuple[Path | None, float]:
     if raw is not None and not Path(raw).is_absolute():
         raw = str(data_dir / raw)
     return (Path(raw) if raw else None), float(margin or 0.0)
+
+
+def recorded_crop_scale(data_dir: str | Path) -> float | None:
+    """The micrometres per pixel data-preprocessing.py resampled every crop to (None: not resampled)."""
+    try:
+        summary = fileio.read_json(Path(data_dir) / SUMMARY_NAME)
+    except (OSError, ValueError):
+        return None
+    calibration = summary.get("calibration") if isinstance(summary, dict) else None
+    value = calibration.get("crop_um_per_px") if isinstance(calibration, dict) else None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
