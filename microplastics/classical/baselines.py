@@ -13,9 +13,10 @@ import argparse
 import time
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,16 +30,24 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from microplastics.data import dataset
+from microplastics.classical.features import (
+    FEATURE_KINDS,
+    FeatureSettings,
+    augmented_features,
+    dataset_features,
+    extract_features,
+    feature_names,
+)
 from microplastics.core import fileio
-from microplastics.results import metrics
-from microplastics.core.cli import ArgumentParser, UserError, default_workers, one_line
-from microplastics.data.augment import AUGMENT_CHOICES
-from microplastics.classical.features import (FEATURE_KINDS, FeatureSettings, augmented_features, dataset_features, extract_features,
-                       feature_names)
-from microplastics.results.grids import save_prediction_grid
+from microplastics.core.cli import ArgumentParser, UserError, default_workers, finite_float, one_line
 from microplastics.core.images import read_rgb
-from microplastics.predict.predictor import CLASSICAL_FILE as MODEL_FILE, LEGACY_CLASSICAL_FILE as LEGACY_MODEL_FILE
+from microplastics.data import dataset
+from microplastics.data.augment import AUGMENT_CHOICES
+from microplastics.data.mixing import balanced_rows, check_fraction, mixed_train
+from microplastics.predict.predictor import CLASSICAL_FILE as MODEL_FILE
+from microplastics.predict.predictor import LEGACY_CLASSICAL_FILE as LEGACY_MODEL_FILE
+from microplastics.results import metrics
+from microplastics.results.grids import save_prediction_grid
 
 CONFIG_FILE = "config.json"
 VAL_METRICS_FILE = "val_metrics.json"
@@ -208,21 +217,27 @@ class SplitData:
     X: np.ndarray
 
 
-def load_features(data_dir: Path, settings: FeatureSettings, workers: int,
-                  use_cache: bool) -> tuple[pd.DataFrame, dict[str, SplitData], dict[str, Any]]:
-    """Manifest, features per split and how they were obtained (cache hit, seconds)."""
+def load_features(data_dir: Path, settings: FeatureSettings, workers: int, use_cache: bool,
+                  mix_synthetic: float = 0.0, seed: int = 42) -> tuple[pd.DataFrame, dict[str, SplitData], dict[str, Any]]:
+    """Manifest, features per split and how they were obtained (cache hit, seconds, what was mixed in).
+
+    The train split holds the synthetic crops ``mix_synthetic`` asks for after its real ones; val and
+    test hold real crops only."""
     manifest = dataset.load_manifest(data_dir)
     start = time.perf_counter()
     digest = dataset.manifest_digest(data_dir)
     X, cached = dataset_features(data_dir, manifest["path"].tolist(), digest, settings,
                                  workers=workers, use_cache=use_cache)
     seconds = time.perf_counter() - start
+    row_of = {p: i for i, p in enumerate(manifest["path"])}
+    train, mixed = mixed_train(manifest, mix_synthetic, seed)
     splits = {}
     for split in dataset.SPLITS:
-        mask = (manifest["split"] == split).to_numpy()
-        rows = manifest[mask]
-        splits[split] = SplitData(rows["path"].tolist(), rows["label"].tolist(), X[mask])
-    return manifest, splits, {"from_cache": cached, "seconds": round(seconds, 3), "manifest_digest": digest}
+        rows = train if split == "train" else dataset.split_frame(manifest, split)
+        index = [row_of[p] for p in rows["path"]]
+        splits[split] = SplitData(rows["path"].tolist(), rows["label"].tolist(), X[index])
+    return manifest, splits, {"from_cache": cached, "seconds": round(seconds, 3), "manifest_digest": digest,
+                              "mix_synthetic": mixed}
 
 
 def check_training_data(train: SplitData, test: SplitData, models: Sequence[str]) -> None:
@@ -253,7 +268,8 @@ def train_one(name: str, args: argparse.Namespace, classes: list[str], splits: d
     pipeline.fit(*training_matrix(train, train_extra))
     train_seconds = round(time.perf_counter() - start, 3)
     model = ClassicalModel(name=name, classes=classes, pipeline=pipeline, settings=settings,
-                           info={"balance": args.balance, "seed": args.seed})
+                           info={"balance": args.balance, "seed": args.seed,
+                                 "mix_synthetic": extra_config.get("mix_synthetic", {}).get("fraction", 0.0)})
     final = Path(args.results) / name
     with fileio.staged_dir(final) as stage:
         model.save(stage / MODEL_FILE)
@@ -264,7 +280,7 @@ def train_one(name: str, args: argparse.Namespace, classes: list[str], splits: d
             y_pred=model.labels(test_probs), probs=test_probs, split_fingerprint=fingerprint, weights=WEIGHTS,
             train_seconds=train_seconds,
             extra={"features": settings.kind, "balance": args.balance, "augment": args.augment,
-                   "val": val_summary})
+                   "mix_synthetic": extra_config.get("mix_synthetic", {}).get("fraction", 0.0), "val": val_summary})
         write_grid(stage, Path(args.data), test, name, args.grid_size, args.seed)
         fileio.write_json(stage / CONFIG_FILE, {**extra_config, "model": name,
                                                 "classifier": describe(pipeline), "train_seconds": train_seconds})
@@ -300,17 +316,7 @@ def score_val(model: ClassicalModel, val: SplitData, classes: list[str], out_dir
 
 def grid_rows(labels: Sequence[str], size: int, seed: int) -> list[int]:
     """Up to ``size`` row indices, taken in turn from each true class (seeded), so all classes show."""
-    rng = np.random.default_rng(seed)
-    by_class: dict[str, list[int]] = {}
-    for i, lab in enumerate(labels):
-        by_class.setdefault(lab, []).append(i)
-    queues = {c: list(rng.permutation(rows)) for c, rows in sorted(by_class.items())}
-    picked: list[int] = []
-    while len(picked) < size and any(queues.values()):
-        for rows in queues.values():
-            if rows and len(picked) < size:
-                picked.append(int(rows.pop()))
-    return sorted(picked)
+    return balanced_rows(labels, size, seed)
 
 
 def write_grid(out_dir: Path, data_dir: Path, test: SplitData, name: str, size: int, seed: int) -> None:
@@ -379,6 +385,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="'none': train on the crops as they are (the study); 'robust' (default): also on augmented "
                              "copies (light, white balance, blur, noise, JPEG, down-scaling; see "
                              "docs/robustness.md)")
+    parser.add_argument("--mix-synthetic", type=finite_float, default=0.0, metavar="FRACTION",
+                        help="share of the training crops drawn from the data folder's synthetic pool "
+                             "(data-preprocessing.py --mix-synthetic-photos); 0: real crops only. Synthetic crops "
+                             "are never validated or tested on")
     parser.add_argument("--aug-copies", type=int, default=2,
                         help="with --augment robust: augmented copies of each training crop")
     return parser
@@ -392,24 +402,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--grid-size must be 0 or more, got {args.grid_size}")
     if args.aug_copies < 1:
         raise UserError(f"--aug-copies must be at least 1, got {args.aug_copies}")
+    check_fraction(args.mix_synthetic)
     fileio.check_output_dir(args.results, "--results")
     models = list(dict.fromkeys(args.models))
     data_dir = Path(args.data)
     settings = FeatureSettings(kind=args.features)
-    manifest, splits, feature_info = load_features(data_dir, settings, args.workers, use_cache=not args.no_cache)
+    manifest, splits, feature_info = load_features(data_dir, settings, args.workers, use_cache=not args.no_cache,
+                                                   mix_synthetic=args.mix_synthetic, seed=args.seed)
     check_training_data(splits["train"], splits["test"], models)
     train_extra = augment_train(data_dir, splits["train"], settings, args)
     classes = dataset.class_names(manifest)
     fingerprint = dataset.split_fingerprint(manifest, "test")
     digest = feature_info.pop("manifest_digest")
+    mixed = feature_info.pop("mix_synthetic")
     config = {"data": str(data_dir.resolve()), "results": str(Path(args.results).resolve()),
               "features": args.features, "feature_settings": settings.to_dict(),
               "n_features": len(feature_names(settings=settings)), "feature_cache": feature_info,
               "balance": args.balance, "seed": args.seed, "workers": args.workers, "classes": classes,
               "augment": args.augment, "aug_copies": args.aug_copies if args.augment != "none" else 0,
-              "n": {s: len(splits[s].labels) for s in dataset.SPLITS},
+              "n": {s: len(splits[s].labels) for s in dataset.SPLITS}, "mix_synthetic": mixed,
               "manifest_digest": digest, "split_fingerprint": fingerprint,
               "weights": WEIGHTS, "sklearn_version": sklearn.__version__}
+    if mixed["synthetic_crops"]:
+        print(f"training on {mixed['real_crops']} real + {mixed['synthetic_crops']} synthetic crops "
+              f"({mixed['achieved']:.1%} synthetic: {mixed['synthetic_per_class']})")
     print(f"features: {args.features}, {config['n_features']} per crop, "
           f"{'from cache' if feature_info['from_cache'] else 'computed'} in {feature_info['seconds']:.1f} s")
     for name in models:
