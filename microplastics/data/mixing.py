@@ -77,7 +77,8 @@ def draw_synthetic_records(folder: Path, n_photos: int, seed: int,
                            class_map: dict[str, str]) -> tuple[list[BoxRecord], dict[str, Any]]:
     """Draw ``n_photos`` domain-randomised photos into ``folder``; their boxes with the classes mapped
     (boxes of unmapped classes dropped) and crop names that cannot meet a real one's."""
-    drawn = write_synthetic_micro(folder, n_images=n_photos, seed=seed, image_size=PHOTO_SIZE, randomise=True)
+    drawn = write_synthetic_micro(folder, n_images=n_photos, seed=seed, image_size=PHOTO_SIZE, randomise=True,
+                                  progress=True)
     records = []
     for rec in read_annotations(folder, "deepparticle").records:
         if rec.label in class_map:

@@ -17,6 +17,7 @@ curly. It is drawn from a stream of its own, so the plain photos stay exactly as
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from microplastics.core.cli import UserError
 from microplastics.core.fileio import atomic_path, write_text
@@ -57,10 +59,12 @@ class Particle:
 
 
 def write_synthetic_micro(out_dir: str | Path, n_images: int = 60, seed: int = 42,
-                          image_size: tuple[int, int] = (480, 640), randomise: bool = False) -> dict:
+                          image_size: tuple[int, int] = (480, 640), randomise: bool = False,
+                          progress: bool = False) -> dict:
     """Write ``n_images`` synthetic photos and their annotation TSVs into ``out_dir``.
 
-    ``image_size`` is (height, width); ``randomise`` draws the domain-randomised variant.
+    ``image_size`` is (height, width); ``randomise`` draws the domain-randomised variant;
+    ``progress`` shows a progress bar on stderr.
     Returns a summary: photos, boxes, boxes per class.
     """
     height, width = _check_args(n_images, image_size)
@@ -68,7 +72,7 @@ def write_synthetic_micro(out_dir: str | Path, n_images: int = 60, seed: int = 4
     (out / "raw_img").mkdir(parents=True, exist_ok=True)
     (out / "annotation").mkdir(parents=True, exist_ok=True)
     counts = {name: 0 for name in CLASSES}
-    for index in range(n_images):
+    for index in tqdm(range(n_images), desc="synthetic photos", unit="photo", disable=not progress, file=sys.stderr):
         name = f"syn_{index + 1:04d}.jpg"
         image, rows = draw_photo(seed, index, (height, width), randomise=randomise)
         _write_jpeg(out / "raw_img" / name, image)
@@ -215,7 +219,7 @@ def _draw_line(rng: np.random.Generator) -> Particle:
     curve = curve - (curve.max(axis=0) + curve.min(axis=0)) / 2
     curve = curve * min(1.0, length / 2 / max(float(np.abs(curve).max()), 1e-6))
     points = np.round((curve + side / 2) * SS).astype(np.int32)
-    thickness = max(1, int(round(rng.uniform(1.4, 3.2) * SS)))
+    thickness = max(1, round(rng.uniform(1.4, 3.2) * SS))
     cv2.polylines(mask, [points[:, ::-1].copy()], False, 255, thickness, cv2.LINE_AA)
     colour, opacity = _colour(rng, FIBRE_COLOURS,
                               {"blue": 0.35, "black": 0.3, "red": 0.15, "green": 0.1, "purple": 0.1})
@@ -320,7 +324,7 @@ def _draw_noise(rng: np.random.Generator) -> Particle:
             centre = rng.uniform(PAD, side - PAD, 2) * SS
             cv2.circle(mask, (int(centre[1]), int(centre[0])), int(rng.uniform(0.5, 1.2) * SS), 255, -1, cv2.LINE_AA)
         lo = PAD + int((side - 2 * PAD - size) / 2)
-        box = (lo, lo, lo + int(round(size)), lo + int(round(size)))
+        box = (lo, lo, lo + round(size), lo + round(size))
         return _finish("noise", np.broadcast_to(colour, (*mask.shape, 3)).copy(), mask, 0.12, box=box)
     for _ in range(int(rng.integers(1, 4))):
         centre = (side / 2 + rng.normal(0, size / 6, 2)) * SS
