@@ -416,15 +416,23 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return base + (blotch + grain + fibres)[..., None] + chroma
 
 
-def _camera(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
-    """Uneven light (vignetting, a gradient, exposure), a little defocus and sensor noise."""
-    height, width = canvas.shape[:2]
+def _uneven_light(rng: np.random.Generator, shape: tuple[int, int], centre: float, vignette: tuple[float, float],
+                  gradient: float, exposure: tuple[float, float]) -> np.ndarray:
+    """A light map: vignetting around an off-centre point, a linear gradient and an exposure, each
+    drawn from the given range."""
+    height, width = shape
     yy, xx = np.meshgrid(np.linspace(-1, 1, height, dtype=np.float32),
                          np.linspace(-1, 1, width, dtype=np.float32), indexing="ij")
-    cy, cx = rng.uniform(-0.25, 0.25, 2)
-    vignette = 1 - rng.uniform(0.12, 0.35) * ((yy - cy) ** 2 + (xx - cx) ** 2) / 2
-    gradient = 1 + rng.uniform(-0.08, 0.08) * yy + rng.uniform(-0.08, 0.08) * xx
-    light = (vignette * gradient * rng.uniform(0.82, 1.1)).astype(np.float32)
+    cy, cx = rng.uniform(-centre, centre, 2)
+    falloff = 1 - rng.uniform(*vignette) * ((yy - cy) ** 2 + (xx - cx) ** 2) / 2
+    slope = 1 + rng.uniform(-gradient, gradient) * yy + rng.uniform(-gradient, gradient) * xx
+    return (falloff * slope * rng.uniform(*exposure)).astype(np.float32)
+
+
+def _camera(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
+    """Uneven light (vignetting, a gradient, exposure), a little defocus and sensor noise."""
+    light = _uneven_light(rng, canvas.shape[:2], centre=0.25, vignette=(0.12, 0.35), gradient=0.08,
+                          exposure=(0.82, 1.1))
     image = cv2.GaussianBlur(canvas * light[..., None], (0, 0), rng.uniform(0.4, 1.0))
     image += rng.normal(0, rng.uniform(1.5, 4.0), image.shape).astype(np.float32)
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
@@ -549,13 +557,7 @@ def _field_stop(rng: np.random.Generator, height: int, width: int) -> np.ndarray
 
 def _random_camera(rng: np.random.Generator, canvas: np.ndarray, field: np.ndarray | None) -> np.ndarray:
     """Wide ranges of light (vignetting, gradient, exposure, white balance, gamma), focus and noise."""
-    height, width = canvas.shape[:2]
-    yy, xx = np.meshgrid(np.linspace(-1, 1, height, dtype=np.float32),
-                         np.linspace(-1, 1, width, dtype=np.float32), indexing="ij")
-    cy, cx = rng.uniform(-0.4, 0.4, 2)
-    vignette = 1 - rng.uniform(0.0, 0.6) * ((yy - cy) ** 2 + (xx - cx) ** 2) / 2
-    gradient = 1 + rng.uniform(-0.2, 0.2) * yy + rng.uniform(-0.2, 0.2) * xx
-    light = vignette * gradient * rng.uniform(0.6, 1.25)
+    light = _uneven_light(rng, canvas.shape[:2], centre=0.4, vignette=(0.0, 0.6), gradient=0.2, exposure=(0.6, 1.25))
     if field is not None:
         light = light * (0.04 + 0.96 * field)
     image = canvas * light[..., None] * rng.uniform(0.85, 1.15, 3).astype(np.float32)
