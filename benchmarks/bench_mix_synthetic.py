@@ -94,16 +94,23 @@ def main() -> int:
     print(f"\nRandom Forest, mp100 test split ({len(sets['as is'][1])} crops), macro-F1 [95% interval]")
     print(f"{'set':<12}" + "".join(f"{name:>28}" for name in models))
     scores: dict[str, dict[str, tuple[float, float, float]]] = {name: {} for name in models}
+    recalls: dict[str, dict[str, dict[str, float]]] = {name: {} for name in models}
     for name, folder in models.items():
         model = load_model(folder)
         for set_name, (crops, labels) in sets.items():
             pred = model.predict_images(crops)
-            f1 = compute_metrics(labels, pred, model.classes)["macro_f1"]
+            computed = compute_metrics(labels, pred, model.classes)
+            f1 = computed["macro_f1"]
+            recalls[name][set_name] = {c: v["recall"] for c, v in computed["per_class"].items()}
             ci = bootstrap_intervals(labels, pred, model.classes, n_boot=500)["macro_f1"]
             scores[name][set_name] = (f1, ci.low, ci.high)
     for set_name in sets:
         print(f"{set_name:<12}" + "".join(f"{s[set_name][0]:>12.4f} [{s[set_name][1]:.3f}, {s[set_name][2]:.3f}]"
                                           for s in scores.values()))
+    print("\nper-class recall")
+    for set_name in sets:
+        print(f"{set_name:<12}" + "".join(
+            f"{'  '.join(f'{c} {r:.3f}' for c, r in recalls[name][set_name].items()):>60}" for name in models))
     plain, mixed = scores.values()
     mean = {name: float(np.mean([s[k][0] for k in FILTERS])) for name, s in scores.items()}
     print("mean over recoloured filters: " + ", ".join(f"{k} {v:.4f}" for k, v in mean.items()))
