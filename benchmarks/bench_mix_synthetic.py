@@ -26,18 +26,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from microplastics.classical.baselines import load_model
-from microplastics.core.images import read_rgb
-from microplastics.data import dataset
-from microplastics.data.preprocessing import preprocess
-from microplastics.results.metrics import compute_metrics
-from microplastics.results.stats import bootstrap_intervals
+from microplastics.classical.baselines import load_model  # noqa: E402
+from microplastics.core.images import read_rgb  # noqa: E402
+from microplastics.data import dataset  # noqa: E402
+from microplastics.data.preprocessing import preprocess  # noqa: E402
+from microplastics.results.metrics import compute_metrics  # noqa: E402
+from microplastics.results.stats import bootstrap_intervals  # noqa: E402
 
 MP100 = ROOT.parent / "shared" / "datasets" / "mp100" / "MICRO"
 FILTERS = {"white": (232, 232, 228), "pale blue": (165, 190, 215), "grey": (135, 135, 138), "pink": (215, 180, 185)}
 
 
-def recolour_filter(image: np.ndarray, boxes: list[tuple[int, int, int, int]], target: tuple[int, int, int]) -> np.ndarray:
+def recolour_filter(image: np.ndarray, boxes: list[tuple[int, int, int, int]],
+                    target: tuple[int, int, int]) -> np.ndarray:
     """The photo with its filter shifted to ``target``: pixels near the filter's median colour (measured
     outside the boxes and the dark field stop) move by the difference, fading out towards particle colours."""
     img = image.astype(np.float32)

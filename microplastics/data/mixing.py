@@ -19,7 +19,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from microplastics.core.cli import UserError
@@ -27,6 +26,7 @@ from microplastics.data.annotations import BoxRecord, read_annotations
 from microplastics.data.dataset import SYNTHETIC_COLUMN, split_frame, synthetic_frame
 from microplastics.data.synthetic import CLASSES as GENERATOR_CLASSES
 from microplastics.data.synthetic import write_synthetic_micro
+from microplastics.results.grids import pick_rows
 
 PREFIX = "syn-"
 # The generator's classes and the names other sets give the same kind of particle (mp100: fiber,
@@ -97,22 +97,6 @@ def check_fraction(fraction: float) -> float:
     return float(fraction)
 
 
-def balanced_rows(labels: Sequence[str], size: int, seed: int) -> list[int]:
-    """Up to ``size`` row indices, taken in turn from each class (seeded), so all classes show equally
-    as far as they can; sorted."""
-    rng = np.random.default_rng(seed)
-    by_class: dict[str, list[int]] = {}
-    for i, lab in enumerate(labels):
-        by_class.setdefault(lab, []).append(i)
-    queues = {c: list(rng.permutation(rows)) for c, rows in sorted(by_class.items())}
-    picked: list[int] = []
-    while len(picked) < size and any(queues.values()):
-        for rows in queues.values():
-            if rows and len(picked) < size:
-                picked.append(int(rows.pop()))
-    return sorted(picked)
-
-
 def mixed_train(manifest: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The training rows: the real train split, then the synthetic crops that make ``fraction`` of
     the whole; and what was mixed in, for config.json and the checkpoint."""
@@ -129,7 +113,7 @@ def mixed_train(manifest: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.
         raise UserError(f"--mix-synthetic {fraction:g} needs {wanted} synthetic crops beside the {len(real)} real "
                         f"training crops, but the data folder holds {len(pool)}; lower the fraction or {REBUILD} "
                         f"with a larger N")
-    chosen = pool.iloc[balanced_rows(pool["label"].tolist(), wanted, seed)]
+    chosen = pool.iloc[pick_rows(pool["label"].tolist(), n=wanted, seed=seed)]  # the classes in turn
     record.update(synthetic_crops=wanted, achieved=round(wanted / (wanted + len(real)), 4),
                   synthetic_per_class={str(k): int(v) for k, v in chosen["label"].value_counts().sort_index().items()})
     rows = pd.concat([real, chosen], ignore_index=True)

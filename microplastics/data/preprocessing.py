@@ -20,40 +20,17 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from microplastics.core.cli import ArgumentParser, UserError, default_workers, finite_float
+from microplastics.data.annotations import (FORMATS, AnnotationSet, BoxRecord, count_reasons, crop_box,
+                                            read_annotations, records_by_photo)
+from microplastics.core.cli import ArgumentParser, UserError, add_workers_argument, finite_float
+from microplastics.data.dataset import (MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, SYNTHETIC_COLUMN,
+                                        crop_path, manifest_digest, split_fingerprint)
 from microplastics.core.fileio import check_output_dir, staged_dir, write_json
 from microplastics.core.images import ImageReadError, read_rgb
-from microplastics.data.annotations import (
-    FORMATS,
-    AnnotationSet,
-    BoxRecord,
-    count_reasons,
-    crop_box,
-    read_annotations,
-    records_by_photo,
-)
-from microplastics.data.dataset import (
-    MANIFEST_COLUMNS,
-    MANIFEST_NAME,
-    SPLITS,
-    SUMMARY_NAME,
-    SYNTHETIC_COLUMN,
-    crop_path,
-    manifest_digest,
-    split_fingerprint,
-)
 from microplastics.data.mixing import draw_synthetic_records, parse_class_map
 from microplastics.data.origin import read_origin
-from microplastics.data.splits import (
-    GROUP_BY,
-    achieved_fractions,
-    check_fractions,
-    crop_split,
-    crop_split_minimum,
-    group_key,
-    group_split,
-    small_classes,
-)
+from microplastics.data.splits import (GROUP_BY, achieved_fractions, check_fractions, crop_split, crop_split_minimum,
+                                       group_key, group_split, small_classes)
 
 EXTRA_COLUMNS = ("box_id", "group")
 _CROPS = ".crops"  # staging sub-folder where crops wait until their split is known
@@ -92,8 +69,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="how the generator's classes become the real data's: GEN=REAL pairs, e.g. "
                              "line=fiber,hard=fragment,pellet=pallet; auto maps line, hard, pellet and foam to the "
                              "real class of the same or a usual name (fiber/fibre, fragment, pallet/pellet)")
-    parser.add_argument("--workers", type=int, default=default_workers(),
-                        help="processes that cut crops (one photo at a time each)")
+    add_workers_argument(parser, "processes that cut crops (one photo at a time each)")
     return parser
 
 

@@ -360,7 +360,8 @@ _DRAWERS: dict[str, Callable[[np.random.Generator], Particle]] = {
 
 def _place(rng: np.random.Generator, particle: Particle, taken: list[tuple[int, int, int, int]],
            height: int, width: int, gap: int = 4,
-           inside: Callable[[tuple[int, int, int, int]], bool] | None = None) -> tuple[Particle, tuple[int, int]] | None:
+           inside: Callable[[tuple[int, int, int, int]], bool] | None = None,
+           ) -> tuple[Particle, tuple[int, int]] | None:
     """A spot where the particle's box keeps ``gap`` pixels from every box so far (and, with
     ``inside``, lies where it says the photo shows the filter); shrink if none."""
     for _attempt in range(4):
