@@ -96,10 +96,13 @@ def main() -> int:
     print(f"{'set':<12}" + "".join(f"{name:>28}" for name in models))
     scores: dict[str, dict[str, tuple[float, float, float]]] = {name: {} for name in models}
     recalls: dict[str, dict[str, dict[str, float]]] = {name: {} for name in models}
-    for name, folder in models.items():
-        model = load_model(folder)
-        for set_name, (crops, labels) in sets.items():
-            pred = model.predict_images(crops)
+    loaded = {name: load_model(folder) for name, folder in models.items()}
+    first = next(iter(loaded.values()))
+    assert all(m.settings == first.settings for m in loaded.values())  # one feature pass serves both
+    features = {set_name: first.features(crops) for set_name, (crops, _labels) in sets.items()}
+    for name, model in loaded.items():
+        for set_name, (_crops, labels) in sets.items():
+            pred = model.labels(model.predict_proba_features(features[set_name]))
             computed = compute_metrics(labels, pred, model.classes)
             f1 = computed["macro_f1"]
             recalls[name][set_name] = {c: v["recall"] for c, v in computed["per_class"].items()}
