@@ -207,11 +207,26 @@ def run_crops(args: argparse.Namespace, device: str) -> int:
     return 0
 
 
+def photos_scale(args: argparse.Namespace, predictor: Predictor) -> float | dict[str, float] | None:
+    """Photos mode's ``--um-per-px``, with a warning where it and the model's training scale do not meet."""
+    from microplastics.data.scale import predictor_scale
+    from microplastics.find.measure import parse_scale
+
+    if args.reference_size_um is not None:
+        raise UserError("--reference-size-um works with --find; for annotated photos give --um-per-px X|CSV")
+    scale, trained = parse_scale(args.um_per_px), predictor_scale(predictor)
+    if trained and scale is None:
+        print(f"warning: {predictor.name} was trained on crops resampled to {trained:g} um/px, but --um-per-px was "
+              "not given, so the crops are used at the photos' own scale", file=sys.stderr)
+    return scale
+
+
 def run_photos(args: argparse.Namespace, device: str) -> int:
     class_map = parse_class_map(args.class_map)
     predictor = with_tta(load_predictor(args.model, device, args.precision), args.tta)
     margin = args.margin if args.margin is not None else default_margin(Path(args.model))
-    frame = classify_photos(predictor, args.photos, margin, fmt=args.format, batch_size=args.batch_size)
+    frame = classify_photos(predictor, args.photos, margin, fmt=args.format, batch_size=args.batch_size,
+                            um_per_px=photos_scale(args, predictor))
     skipped = frame.attrs.get("skipped", [])
     for item, why in skipped[:20]:
         print(f"warning: skipped {item}: {why}", file=sys.stderr)

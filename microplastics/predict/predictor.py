@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,7 @@ class DeepPredictor:
     def __post_init__(self) -> None:
         self.classes = list(self.loaded.classes)
         self.weights = str(self.loaded.weights)
+        self.crop_um_per_px = self.loaded.config.get("crop_um_per_px")  # the training crops' scale, if resampled
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         # one forward pass for the batch the caller chose (--batch-size)
@@ -69,6 +70,7 @@ class ClassicalPredictor:
 
     def __post_init__(self) -> None:
         self.classes = list(self.model.classes)
+        self.crop_um_per_px = self.model.info.get("crop_um_per_px")  # the training crops' scale, if resampled
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return np.asarray(self.model.predict_proba_images(list(images)), dtype=np.float64)
@@ -141,15 +143,18 @@ def classify_files(predictor: Predictor, paths: Sequence[Path], batch_size: int 
 # ----------------------------------------------------------------------------- photos mode
 
 def classify_photos(predictor: Predictor, photos_dir: str | Path, margin: float = 0.0, *, fmt: str = "auto",
-                    batch_size: int = 32) -> pd.DataFrame:
+                    batch_size: int = 32, um_per_px: float | Mapping[str, float] | None = None) -> pd.DataFrame:
     """Cut out and classify every annotated particle of a MICRO-style folder or a YOLO export.
 
     One row per particle: ``photo`` (relative to ``photos_dir``), ``box_id``, the box
     (``minr,minc,maxr,maxc``, max exclusive), ``crop_name``, ``true`` (the annotated class,
     "" when the annotations carry none), ``pred`` and ``prob_<class>`` per model class.
-    ``frame.attrs["skipped"]`` lists (item, reason) for what could not be used.
+    ``frame.attrs["skipped"]`` lists (item, reason) for what could not be used. With the photos'
+    ``um_per_px`` (``--um-per-px``), a model trained on resampled crops gets its crops at its own scale.
     """
-    from microplastics.data.annotations import crop_box, read_annotations, records_by_photo, relative_name
+    from microplastics.data.annotations import crop_box, photo_root, read_annotations, records_by_photo, relative_name
+    from microplastics.data.scale import model_scale, predictor_scale
+    from microplastics.find.measure import scale_for
 
     root = Path(photos_dir)
     found = read_annotations(root, fmt, require_label=False)
@@ -163,7 +168,8 @@ def classify_photos(predictor: Predictor, photos_dir: str | Path, margin: float 
         except ImageReadError as err:
             skipped.append((relative_name(photo, root), f"unreadable image: {err.reason}"))
             continue
-        crops = [crop_box(image, r, margin) for r in records]
+        photo_scale = scale_for(relative_name(photo, photo_root(root, found.format)), um_per_px)
+        crops = model_scale([crop_box(image, r, margin) for r in records], photo_scale, predictor_scale(predictor))
         parts.append(predict_in_batches(predictor, crops, batch_size))
         meta.extend({"photo": relative_name(r.photo, root), "box_id": r.box_id, "minr": r.minr, "minc": r.minc,
                      "maxr": r.maxr, "maxc": r.maxc, "crop_name": r.crop_name, "true": r.label or ""}
