@@ -80,15 +80,25 @@ class Row:
         return f"{Path(self.script).stem}_{digest}"
 
 
+MIX = ("--mix-synthetic-photos", "150")  # data-preprocessing.py: a pool of domain-randomised synthetic training crops
 ROWS = [
-    Row("RF, defaults", "none (default)", "ml-baselines.py", ("--models", "rf", "svm"), "rf"),
-    Row("SVM, defaults", "none (default)", "ml-baselines.py", ("--models", "rf", "svm"), "svm"),
-    Row("RF, defaults + TTA", "test-time augmentation", "ml-baselines.py", ("--models", "rf", "svm"), "rf",
+    Row("RF, no lever (features before shape cues)", "none", "ml-baselines.py", ("--models", "rf", "svm"), "rf"),
+    Row("SVM, no lever (features before shape cues)", "none", "ml-baselines.py", ("--models", "rf", "svm"), "svm"),
+    Row("RF + TTA", "test-time augmentation", "ml-baselines.py", ("--models", "rf", "svm"), "rf",
         score_args=("--tta",)),
-    Row("Lite0 head, defaults (64 px)", "none (default)", "efficientnet.py", (*LITE0, "--aug-views", "1"),
-        "efficientnet_lite0"),
+    Row("Lite0 head, defaults (64 px)", "none", "efficientnet.py", (*LITE0, "--aug-views", "1"), "efficientnet_lite0"),
     Row("Lite0 full fine-tuning (64 px, 1 epoch)", "fine-tuning", "efficientnet.py",
         (*LITE0, "--finetune", "full", "--epochs", "1", "--patience", "1"), "efficientnet_lite0"),
+    Row("RF, shape cues off", "none", "ml-baselines.py", ("--models", "rf", "--shape-cues", "off"), "rf"),
+    Row("RF + shape cues (the default)", "shape cues", "ml-baselines.py", ("--models", "rf", "--shape-cues", "on"),
+        "rf"),
+    Row("RF + scale augmentation 2x", "scale", "ml-baselines.py",
+        ("--models", "rf", "--shape-cues", "off", "--scale-augment", "2"), "rf"),
+    Row("RF + mixed synthetic 0.3", "domain randomisation", "ml-baselines.py",
+        ("--models", "rf", "--shape-cues", "off", "--mix-synthetic", "0.3"), "rf", prep_args=MIX),
+    Row("RF, combined: shape cues + scale 2x + mixed synthetic 0.3", "combination", "ml-baselines.py",
+        ("--models", "rf", "--shape-cues", "on", "--scale-augment", "2", "--mix-synthetic", "0.3"), "rf",
+        prep_args=MIX),
 ]
 
 
