@@ -31,12 +31,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microplastics.core.images import read_rgb
-from microplastics.data.annotations import read_annotations, records_by_photo
-from microplastics.find import detection
-from microplastics.find.finder import FinderSettings
-from microplastics.find.sample_report import classify_columns, photo_finder, process_photo
-from microplastics.predict.predictor import default_margin, load_predictor
+from microplastics.core.images import read_rgb  # noqa: E402
+from microplastics.data.annotations import read_annotations, records_by_photo  # noqa: E402
+from microplastics.find import detection  # noqa: E402
+from microplastics.find.finder import FinderSettings  # noqa: E402
+from microplastics.find.sample_report import classify_columns, photo_finder, process_photo  # noqa: E402
+from microplastics.predict.model_folder import default_margin  # noqa: E402
+from microplastics.predict.predictor import load_predictor  # noqa: E402
 
 TARGETS = {"recall": 0.90, "precision": 0.85, "count_error": 0.10, "macro_f1": 0.85, "photos_per_s": 5.0}
 
