@@ -97,8 +97,10 @@ def choose_threshold(model: torch.nn.Module, config: DetectorConfig, items: Sequ
         predicted.append((boxes, np.asarray(scores), [(r.minr, r.minc, r.maxr, r.maxc) for r in records]))
     f1 = {}
     for t in THRESHOLDS:
-        photos = {str(i): detection.PhotoBoxes([b for b, s in zip(boxes, scores) if s >= t], [], truth,
-                                               [""] * len(truth)) for i, (boxes, scores, truth) in enumerate(predicted)}
+        photos = {}
+        for i, (boxes, scores, truth) in enumerate(predicted):
+            kept = [b for b, s in zip(boxes, scores) if s >= t]
+            photos[str(i)] = detection.PhotoBoxes(kept, [""] * len(kept), truth, [""] * len(truth))
         f1[f"{t:g}"] = detection.score_finder(photos, thresholds=(0.3,), classes=[])["iou"]["0.3"]["f1"]
     best = max(f1, key=f1.get)
     return float(best), f1
