@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 from photodraw import draw_photo
+from test_finder import model  # noqa: F401  (the trained classifier --find needs)
 from PIL import Image
 
-from microplastics.classical.baselines import main as baselines_main
 from microplastics.deep import checkpoint, lite0
 from microplastics.find import detector
 from microplastics.find.detector import DetectorConfig
@@ -27,31 +27,31 @@ def tiny_config(**kw) -> DetectorConfig:
 
 
 def test_the_detector_builds_on_the_packaged_lite0_weights():
-    model = detector.build_detector(tiny_config(pretrained=True))
+    net = detector.build_detector(tiny_config(pretrained=True))
     packaged = lite0.to_timm(checkpoint.load_weights_only(lite0.weights_path(), "reinstall"))
-    assert torch.equal(model.backbone.body.conv_stem.weight, packaged["conv_stem.weight"])
-    assert torch.equal(model.backbone.body.blocks[3][0].conv_pw.weight, packaged["blocks.3.0.conv_pw.weight"])
-    model.eval()
+    assert torch.equal(net.backbone.body.conv_stem.weight, packaged["conv_stem.weight"])
+    assert torch.equal(net.backbone.body.blocks[3][0].conv_pw.weight, packaged["blocks.3.0.conv_pw.weight"])
+    net.eval()
     with torch.no_grad():
-        out = model([torch.rand(3, 64, 96)])[0]
+        out = net([torch.rand(3, 64, 96)])[0]
     assert set(out) == {"boxes", "scores", "labels"} and out["boxes"].shape[1] == 4
 
 
 def test_a_train_step_on_two_photos_moves_the_trained_weights_only():
     torch.manual_seed(0)
     config = tiny_config(frozen_blocks=2)
-    model = detector.build_detector(config)
+    net = detector.build_detector(config)
     photos = []
     for seed in (0, 1):
         drawn = draw_photo(seed)
         image, scale = detector.prepare_image(drawn.image, config.image_side)
         photos.append((image, detector.to_xyxy(drawn.boxes, scale)))
-    frozen, trained = model.backbone.body.blocks[1][0].conv_pw.weight, model.head.classification_head.cls_logits.weight
+    frozen, trained = net.backbone.body.blocks[1][0].conv_pw.weight, net.head.classification_head.cls_logits.weight
     before = frozen.clone(), trained.clone()
-    optimizer, scheduler = detector.make_optimizer(model, config, steps=2)
+    optimizer, scheduler = detector.make_optimizer(net, config, steps=2)
     batches = list(detector.training_batches(photos, config, np.random.default_rng(0)))
     assert len(batches) == 2 and all(t["boxes"].shape[1] == 4 for _, ts in batches for t in ts)
-    loss = detector.train_one_epoch(model, optimizer, scheduler, batches)
+    loss = detector.train_one_epoch(net, optimizer, scheduler, batches)
     assert np.isfinite(loss) and loss > 0
     assert torch.equal(frozen, before[0]) and not torch.equal(trained, before[1])
 
@@ -153,24 +153,17 @@ def test_the_stage_writes_a_checkpoint_that_carries_its_config(trained):
     assert ckpt["format"] == detector.FORMAT and ckpt["photos"] == {"train": ["p0.png", "p1.png"], "val": ["p2.png"]}
     assert ckpt["config"]["image_side"] == 160 and ckpt["config"]["fpn_channels"] == 32
     assert f"{ckpt['config']['score_threshold']:g}" in ckpt["val_f1_at_0.3"]
-    model, config = detector.load_detector(trained)
-    assert config.head_convs == 1 and not model.training
-    boxes, _ = detector.predict_boxes(model, draw_photo(3).image, config, score_threshold=0.0)
+    net, config = detector.load_detector(trained)
+    assert config.head_convs == 1 and not net.training
+    boxes, _ = detector.predict_boxes(net, draw_photo(3).image, config, score_threshold=0.0)
     assert all(0 <= r0 < r1 <= 320 and 0 <= c0 < c1 <= 320 for r0, c0, r1, c1 in boxes)
     assert all(isinstance(v, int) for b in boxes for v in b)
 
 
-@pytest.fixture(scope="module")
-def classifier(processed_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("det_rf")
-    baselines_main(["--data", str(processed_dir), "--results", str(out), "--models", "rf", "--workers", "1",
-                    "--grid-size", "0", "--no-cache", "--augment", "none"])
-    return out / "rf"
-
-
-def test_find_with_the_trained_detector_writes_and_scores_the_sample_report(classifier, micro, trained, tmp_path):
+def test_find_with_the_trained_detector_writes_and_scores_the_sample_report(model, micro, trained,  # noqa: F811
+                                                                            tmp_path):
     out = tmp_path / "found"
-    done = run_script("prediction.py", "--model", str(classifier), "--photos", str(micro[0]), "--find",
+    done = run_script("prediction.py", "--model", str(model), "--photos", str(micro[0]), "--find",
                       "--finder", "detector", "--detector", str(trained), "--out", str(out), "--device", "cpu")
     assert done.returncode == 0, done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
@@ -187,10 +180,10 @@ def test_find_with_the_trained_detector_writes_and_scores_the_sample_report(clas
     (["--finder", "detector", "--detector", "NOFILE"], "no such file"),
     (["--finder", "detector", "--detector", "MANIFEST"], "is not a checkpoint of this project"),
 ])
-def test_bad_detector_input_is_one_line_and_exit_2(classifier, micro, tmp_path, extra, needle):
+def test_bad_detector_input_is_one_line_and_exit_2(model, micro, tmp_path, extra, needle):  # noqa: F811
     extra = [str(micro[1] / "manifest.csv") if x == "MANIFEST" else str(tmp_path / "x.pt") if x == "NOFILE" else x
              for x in extra]
-    done = run_script("prediction.py", "--model", str(classifier), "--photos", str(micro[0]), "--find",
+    done = run_script("prediction.py", "--model", str(model), "--photos", str(micro[0]), "--find",
                       "--out", str(tmp_path / "found"), "--device", "cpu", *extra)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
