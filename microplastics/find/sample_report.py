@@ -33,8 +33,8 @@ from microplastics.core.cli import UserError
 from microplastics.find.finder import FinderSettings, find_particles
 from microplastics.core.images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
 from microplastics.predict.model_folder import default_margin
-from microplastics.predict.predictor import (Predictor, load_predictor, parse_class_map, predict_in_batches,
-                                             with_probabilities)
+from microplastics.predict.external import parse_class_map
+from microplastics.predict.predictor import Predictor, load_predictor, predict_in_batches, with_probabilities
 
 FOUND_DIR = "found"
 SAMPLES_CSV = "samples.csv"
