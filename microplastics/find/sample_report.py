@@ -19,7 +19,7 @@ import argparse
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,8 @@ from microplastics.predict.predictor import Predictor, load_predictor, predict_i
 FOUND_DIR = "found"
 SAMPLES_CSV = "samples.csv"
 REVIEW_LIMIT = 96  # crops on the review sheet; particles.csv flags every uncertain one
+FINDERS = ("classical", "detector")
+PhotoFinder = Callable[[np.ndarray, "float | None"], tuple[np.ndarray, list]]
 
 
 def add_find_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +50,9 @@ def add_find_arguments(parser: argparse.ArgumentParser) -> None:
     a = g.add_argument
     a("--find", action="store_true", help="with --photos: find the particles with the classical finder instead "
                                           "of reading annotated boxes; annotations, where present, only score it")
+    a("--finder", choices=FINDERS, default="classical", help="classical (no training) or detector (a trained "
+                                                             "detector, find-detector.py; needs --detector)")
+    a("--detector", metavar="PATH", help="with --finder detector: the checkpoint find-detector.py wrote")
     measure.add_scale_arguments(g)
     a("--review-below", type=float, default=0.6, help="particles whose top class probability is below this are "
                                                       "flagged uncertain and put on the review sheet")
@@ -63,6 +68,8 @@ def add_find_arguments(parser: argparse.ArgumentParser) -> None:
 def check_find_args(args: argparse.Namespace) -> None:
     if not args.photos:
         raise UserError("--find needs --photos DIR, the folder of photos to search")
+    if (args.finder == "detector") != (args.detector is not None):
+        raise UserError("--finder detector and --detector PATH go together (train a detector with find-detector.py)")
     if not 0 <= args.review_below <= 1:
         raise UserError(f"--review-below must be between 0 and 1, got {args.review_below}")
     measure.check_scale_args(args.um_per_px, args.reference_size_um)
@@ -100,6 +107,16 @@ def list_photos(root: Path, out_dir: Path | None = None) -> tuple[Path, list[Pat
 
 
 # ----------------------------------------------------------------------------- one photo
+
+def photo_finder(finder: str, settings: FinderSettings, detector_path: str | None = None) -> PhotoFinder:
+    """``(image, um_per_px) -> (labels, found)`` of the classical finder or of a trained detector."""
+    if finder == "classical":
+        return lambda image, um_per_px: find_particles(image, settings, um_per_px)
+    from microplastics.find import detector  # torch and timm: only when asked for
+
+    model, config = detector.load_detector(detector_path)
+    return lambda image, um_per_px: detector.find_particles(image, model, config, settings, um_per_px)
+
 
 def process_photo(image: np.ndarray, predictor: Predictor, settings: FinderSettings, um_per_px: float | None,
                   margin: float, batch_size: int, found: tuple[np.ndarray, list] | None = None
@@ -147,6 +164,7 @@ def run_find(args: argparse.Namespace, device: str) -> int:
                         f"{', '.join(predictor.classes)} (see --reference-class)")
     settings = FinderSettings(min_diameter_um=args.min_diameter_um or None)
     margin = args.margin if args.margin is not None else default_margin(Path(args.model))
+    find = photo_finder(args.finder, settings, args.detector)
 
     from microplastics.find.sample_page import draw_overlay, write_figures_and_page
 
@@ -161,7 +179,8 @@ def run_find(args: argparse.Namespace, device: str) -> int:
                 print(f"warning: skipped {name}: unreadable image ({err.reason})", file=sys.stderr)
                 continue
             um_per_px = measure.scale_for(name, scale)
-            labels, frame, probs, crops = process_photo(image, predictor, settings, um_per_px, margin, args.batch_size)
+            labels, frame, probs, crops = process_photo(image, predictor, settings, um_per_px, margin, args.batch_size,
+                                                        found=find(image, um_per_px))
             frame = classify_columns(frame, probs, predictor.classes, args.review_below)
             frame.insert(0, "photo", name)
             parts.append(frame)
@@ -183,10 +202,11 @@ def run_find(args: argparse.Namespace, device: str) -> int:
         scores = score_against(truth, particles, photo_table, class_map, predictor.classes)
         write_tables(staging, particles, table, metrics={
             "model": predictor.name, "weights": predictor.weights, "classes": predictor.classes,
-            "photos_dir": str(root), "n_photos": len(photo_table), "n_particles": int(len(particles)),
+            "photos_dir": str(root), "n_photos": len(photo_table), "n_particles": len(particles),
             "n_uncertain": int(particles["uncertain"].sum()), "review_below": args.review_below,
             "margin": margin, "size_bins": list(args.size_bins), "calibration": calibration,
-            "finder_settings": asdict(settings), "class_map": class_map,
+            "finder": args.finder, "detector": args.detector, "finder_settings": asdict(settings),
+            "class_map": class_map,
             "skipped": [{"item": i, "reason": r} for i, r in skipped], "finder_scores": scores})
         write_figures_and_page(staging, particles, table, predictor.classes, review[:REVIEW_LIMIT],
                                scores=scores, calibration=calibration, skipped=skipped,
