@@ -355,7 +355,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "on the test split, the one the deep models use; validation scores go to val_metrics.json. "
                     "Writes results/<model>/ with metrics.json, predictions.csv, classification_report.txt, "
                     "confusion_matrix.png, model.skops, config.json and a grid of test crops.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        examples=["python ml-baselines.py --data processed_MICRO --results results",
+                  "python ml-baselines.py --features original --augment none   # the study's features",
+                  "python ml-baselines.py --models rf --balance class-weight --workers 2"],
     )
     parser.add_argument("--data", default="processed_MICRO", help="processed folder from data-preprocessing.py")
     parser.add_argument("--results", default="results", help="folder that receives one sub-folder per model")

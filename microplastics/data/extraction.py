@@ -30,6 +30,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                     f"figshare article {download.DEEPPARTICLE_ARTICLE}, checked against the size and md5 the "
                     "API reports, kept in --cache-dir and unpacked into --out.",
         epilog="Offline? Use --archive PATH with a .tar.gz/.tgz/.tar/.zip you already have, or --synthetic.",
+        examples=["python data-extraction.py   # MICRO from figshare into ./MICRO",
+                  "python data-extraction.py --archive ~/Downloads/MICRO.tar.gz --out MICRO",
+                  "python data-extraction.py --synthetic --n-images 40 --out demo/MICRO   # no network"],
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--source", choices=("figshare", "gdrive"), default="figshare",

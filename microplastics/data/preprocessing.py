@@ -42,7 +42,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "layout: raw_img/ + annotation/<photo>.tsv) or of a YOLO export (images/ + labels/ + "
                     "data.yaml), split them into train/val/test and write an ImageFolder tree with "
                     "manifest.csv and summary.json. The output folder is replaced as a whole.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        examples=["python data-preprocessing.py --input MICRO --output processed_MICRO",
+                  ("python data-preprocessing.py --input ../shared/datasets/mp100/yolo --format yolo "
+                   "--output mp100/processed_MICRO"),
+                  "python data-preprocessing.py --group-by none --margin 0.1   # the study's crop-level split"],
     )
     parser.add_argument("--input", default="MICRO", help="folder with the annotated photos")
     parser.add_argument("--output", default="processed_MICRO", help="folder to (re)build")

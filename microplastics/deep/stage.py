@@ -71,13 +71,23 @@ PRESETS = {
 }
 
 
+SCRIPTS = {"vgg16": "vgg16.py", "resnet50": "resnet50.py", "vit_b_16": "vits.py", "efficientnet_lite0": "efficientnet.py"}
+
+
+def preset_examples(preset: str) -> list[str]:
+    script = f"python {SCRIPTS[preset]}"
+    return [f"{script} --data processed_MICRO --results results",
+            f"{script} --finetune full --epochs 20 --device cuda",
+            f"{script} --weights none --epochs 3 --image-size 64 --device cpu   # a quick smoke run"]
+
+
 def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
     p = PRESETS[preset]
     parser = ArgumentParser(
         description=f"Train and test a deep classifier on processed_MICRO crops. Preset: {p.description}. "
                     "With --finetune head the frozen backbone runs once per view and the head trains on cached "
                     "embeddings; results go to RESULTS/<arch>/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog=SCRIPTS[preset], examples=preset_examples(preset))
     a = parser.add_argument
     a("--data", default="processed_MICRO", help="processed_MICRO folder written by data-preprocessing.py")
     a("--results", default="results", help="parent folder; this run writes RESULTS/<arch>/")

@@ -209,7 +209,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "Each map is also checked against the particle's box (the crop less the margin recorded by "
                     "data-preprocessing.py): localisation.csv and localisation.json give the share of the map's mass "
                     "inside it and whether its peak falls inside (the pointing game).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        examples=["python grad-cam.py --model results/vgg16",
+                  "python grad-cam.py --model results/resnet50 --method all --per-class 4",
+                  "python grad-cam.py --model results/vit_b_16 --method rollout --misclassified --n 8"])
     a = parser.add_argument
     a("--model", required=True, metavar="DIR", help="a deep model folder, e.g. results/vgg16")
     a("--data", help="processed folder of the test crops (default: the one recorded in the model's config)")

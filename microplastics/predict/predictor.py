@@ -441,7 +441,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "a CSV path,pred,prob_<class>... Photos mode (--model, --photos): every annotated particle of "
                     "a MICRO folder (raw_img/ + annotation/) or a YOLO export, classified; labelled sets are "
                     "scored into metrics.json and confusion_matrix.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        examples=["python prediction.py --models rf svm vgg16   # grids of test crops",
+                  "python prediction.py --model results/vgg16 --input new_crops/",
+                  "python prediction.py --model results/rf --photos other_lab/MICRO   # scored when annotated"])
     a = parser.add_argument
     a("--models", nargs="+", metavar="NAME", help="grid mode: model folder names under --results, "
                                                   "e.g. vgg16 resnet50 vit_b_16 rf svm")

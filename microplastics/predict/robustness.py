@@ -331,7 +331,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "brighter light, colour temperature, sensor noise, JPEG, low resolution, contrast loss), each "
                     "at three severities. Writes robustness.csv, robustness_predictions.csv, robustness.json and "
                     "robustness.png into each model folder.",
-        epilog=f"corruptions: {', '.join(corruptions.corruption_names())}")
+        epilog=f"corruptions: {', '.join(corruptions.corruption_names())}",
+        examples=["python robustness.py --model rf --model vgg16 --photos MICRO",
+                  "python robustness.py --corruptions defocus_blur darker --severities 1 3",
+                  "python robustness.py --model results/resnet50 --limit-photos 20   # a quick look"])
     parser.add_argument("--data", default="processed_MICRO", help="processed data folder (default: %(default)s)")
     parser.add_argument("--results", default="results", help="folder of model folders (default: %(default)s)")
     parser.add_argument("--model", action="append", metavar="DIR",

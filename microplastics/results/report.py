@@ -529,7 +529,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="report.py",
         description="Compare every model in the results folder: writes summary.csv and summary.md (the study's "
                     "table with 95% bootstrap intervals and pairwise McNemar tests) and report.html (data "
-                    "summary, table, confusion matrices, curves, IoU, prediction grids, Grad-CAM).")
+                    "summary, table, confusion matrices, curves, IoU, prediction grids, Grad-CAM).",
+        examples=["python report.py   # results/ and processed_MICRO/",
+                  "python report.py --results demo/results --data demo/processed_MICRO",
+                  "python report.py --models rf vgg16 --n-boot 5000"])
     parser.add_argument("--results", type=Path, default=Path("results"),
                         help="folder holding one <model>/ folder per model (default: %(default)s)")
     parser.add_argument("--data", type=Path, default=Path("processed_MICRO"),
