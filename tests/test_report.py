@@ -513,3 +513,114 @@ def test_classes_with_few_test_crops_are_marked_and_never_best(tmp_path):
     assert [row[foam][1] for row in f1_table[1:]] == ["best", ""], "a class of 5 test crops is ranked"
     assert "† fewer than 5 test crops: hard (3)" in html
     assert "classes with fewer than 5 test crops: hard (3)" in (tmp_path / "results" / "summary.md").read_text()
+
+
+# ---------------------------------------------------------------- per-model tables, reproduce block, figures
+
+def section_tables(page: Path, anchor: str) -> list[list[list[tuple[str, str]]]]:
+    """The tables inside one section of the page."""
+    text = page.read_text(encoding="utf-8")
+    start = text.index(f"<section id=\"{anchor}\">")
+    parser = Cells()
+    parser.feed(text[start:text.index("</section>", start)])
+    return parser.tables
+
+
+def test_per_model_tables_equal_sklearns_classification_report(results, processed_dir):
+    from sklearn.metrics import classification_report
+
+    run_report(results, processed_dir)
+    page = results / "report.html"
+    tables = section_tables(page, "class-reports")
+    assert len(tables) == 3                                   # rf, svm, vgg16
+    text = page.read_text(encoding="utf-8")
+    for name, rows in zip(pd.read_csv(results / "summary.csv")["model"], tables):
+        predictions = metrics.read_predictions(results / name / "predictions.csv")
+        classes = sorted(set(predictions["true"]) | set(predictions["pred"]))
+        expected = classification_report(predictions["true"], predictions["pred"], labels=classes,
+                                         output_dict=True, zero_division=0)
+        header = [text for text, _ in rows[0]]
+        assert header == ["class", "precision", "recall", "f1-score", "support"]
+        shown = {row[0][0]: [cell for cell, _ in row[1:]] for row in rows[1:]}
+        for label in [*classes, "macro avg", "weighted avg"]:
+            want = expected[label]
+            assert shown[label] == [f"{want[k]:.3f}" for k in ("precision", "recall", "f1-score")] \
+                + [str(int(want["support"]))], label
+        assert shown["accuracy"][2] == f"{expected['accuracy']:.3f}"
+        for file_name in ("classification_report.txt", "metrics.json", "predictions.csv"):
+            assert f"href=\"{name}/{file_name}\"" in text
+
+
+def test_every_stage_records_its_command_and_versions(tmp_path):
+    import sklearn
+
+    raw, data, out = tmp_path / "MICRO", tmp_path / "data", tmp_path / "results"
+    extraction = ["--synthetic", "--n-images", "12", "--seed", "5", "--out", str(raw)]
+    preprocessing = ["--input", str(raw), "--output", str(data), "--workers", "1"]
+    baselines = ["--data", str(data), "--results", str(out), "--models", "rf", "--features", "original",
+                 "--augment", "none", "--balance", "none", "--workers", "1", "--grid-size", "0"]
+    run_stage("data-extraction.py", *extraction)
+    run_stage("data-preprocessing.py", *preprocessing)
+    run_stage("ml-baselines.py", *baselines)
+    config = json.loads((out / "rf" / "config.json").read_text())
+    summary = json.loads((data / "summary.json").read_text())
+    runs = {"ml-baselines.py": (config["run"], baselines), "data-preprocessing.py": (summary["run"], preprocessing),
+            "data-extraction.py": (summary["input_run"], extraction)}
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    for script, (run, argv) in runs.items():
+        assert run["argv"] == [script, *argv]
+        assert run["versions"]["scikit-learn"] == sklearn.__version__ and "numpy" in run["versions"]
+        assert run["date"].endswith("+00:00")
+        if commit.strip():
+            assert run["commit"].startswith(commit.strip())
+    run_report(out, data)
+    html = (out / "report.html").read_text()
+    block = html[html.index("<section id=\"reproduce\">"):]
+    import shlex
+    for script, (_, argv) in runs.items():
+        assert shlex.join(["python", script, *argv]).replace("'", "&#x27;") in block
+    assert "python report.py" in block and f"<td class=\"text\">{sklearn.__version__}</td>" in block
+    assert block.index("data-extraction.py") < block.index("data-preprocessing.py") < block.index("ml-baselines.py")
+
+
+def test_settings_column_moves_to_the_run_settings_table(results, processed_dir):
+    run_report(results, processed_dir)
+    tables = section_tables(results / "report.html", "comparison")
+    comparison, settings = tables[0], tables[-1]
+    assert "settings" not in [text for text, _ in comparison[0]]
+    assert [text for text, _ in settings[0]][:2] == ["model", "settings"]
+    described = {row[0][0]: row[1][0] for row in settings[1:]}
+    assert described["vgg16"] == "64 px, 3 epochs max, weights none"
+
+
+def history_csv(folder: Path, best: int) -> None:
+    losses = [1.0 / (1 + abs(e - best)) for e in range(1, 5)]
+    pd.DataFrame({"epoch": range(1, 5), "train_loss": losses, "train_acc": 0.5, "val_loss": [2 - v for v in losses],
+                  "val_acc": losses, "lr": 1e-3, "seconds": 1.0}).to_csv(folder / "history.csv", index=False)
+
+
+def test_one_figure_overlays_the_deep_models_validation_curves(results, processed_dir):
+    history_csv(results / "vgg16", best=2)
+    run_report(results, processed_dir)
+    overlay = results / "validation_curves.png"
+    assert not overlay.exists(), "one deep model has nothing to compare with"
+    fake_model(results, processed_dir, "resnet50", 0.8, seed=4, deep=True)
+    history_csv(results / "resnet50", best=3)
+    run_report(results, processed_dir)
+    with Image.open(overlay) as img:
+        assert img.width > 800 and len(img.convert("RGB").getcolors(maxcolors=1 << 20) or range(999)) > 50
+    refs = parse_page(results / "report.html").refs
+    assert refs.count("validation_curves.png") == 2, "shown, and linked to its full-size file"
+    for ref in (r for r in refs if r.endswith(".png")):
+        assert refs.count(ref) == 2, ref
+
+
+def test_prediction_grids_mark_right_and_wrong_with_a_symbol(tmp_path, monkeypatch):
+    from microplastics.results import grids
+
+    titles = []
+    real = grids._draw_tile
+    monkeypatch.setattr(grids, "_draw_tile", lambda ax, *a: (real(ax, *a), titles.append(ax.get_title()))[0])
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    grids.save_prediction_grid([image] * 3, ["film", "film", ""], ["film", "fiber", "film"], tmp_path / "g.png")
+    assert titles[0].startswith("✓") and titles[1].startswith("✗") and titles[2] == "P: film"

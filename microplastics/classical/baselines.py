@@ -30,7 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from microplastics.data import dataset
-from microplastics.core import fileio
+from microplastics.core import fileio, provenance
 from microplastics.results import metrics
 from microplastics.core.cli import ArgumentParser, UserError, default_workers, one_line
 from microplastics.data.augment import AUGMENT_CHOICES
@@ -41,6 +41,7 @@ from microplastics.core.images import read_rgb
 from microplastics.predict.predictor import CLASSICAL_FILE as MODEL_FILE, LEGACY_CLASSICAL_FILE as LEGACY_MODEL_FILE
 
 CONFIG_FILE = "config.json"
+PROG = "ml-baselines.py"
 VAL_METRICS_FILE = "val_metrics.json"
 GRID_IMAGE = "test_grid.png"
 GRID_TABLE = "test_grid.csv"
@@ -349,7 +350,7 @@ def describe(pipeline: Pipeline) -> dict[str, Any]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog="ml-baselines.py",
+        prog=PROG,
         description="Compute handcrafted features of every crop (cached next to the data), train a Random "
                     "Forest (200 trees) and an RBF SVM (C=10, gamma scale) on the train split and score them "
                     "on the test split, the one the deep models use; validation scores go to val_metrics.json. "
@@ -411,7 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "augment": args.augment, "aug_copies": args.aug_copies if args.augment != "none" else 0,
               "n": {s: len(splits[s].labels) for s in dataset.SPLITS},
               "manifest_digest": digest, "split_fingerprint": fingerprint,
-              "weights": WEIGHTS, "sklearn_version": sklearn.__version__}
+              "weights": WEIGHTS, "sklearn_version": sklearn.__version__,
+              provenance.RUN_KEY: provenance.run_record(PROG, argv)}
     print(f"features: {args.features}, {config['n_features']} per crop, "
           f"{'from cache' if feature_info['from_cache'] else 'computed'} in {feature_info['seconds']:.1f} s")
     for name in models:

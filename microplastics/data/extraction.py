@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from microplastics.data import archive, download, origin
-from microplastics.core import fileio
+from microplastics.core import fileio, provenance
 from microplastics.core.cli import ArgumentParser, UserError, finite_float
 from microplastics.core.images import is_image_file
 
@@ -101,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"{source} holds no folder with both raw_img/ and annotation/; "
                             f"it has: {_listing(staging)}")
         _record_origin(root, args, source)
+        fileio.write_json(root / provenance.CONFIG_NAME,
+                          {"source": source, provenance.RUN_KEY: provenance.run_record("data-extraction.py", argv)})
         fileio.replace_dir(root, out)
     except download.NetworkError as err:
         raise UserError(f"{err}; {OFFLINE_REMEDY}") from None

@@ -25,9 +25,10 @@ from microplastics.data.annotations import (FORMATS, AnnotationSet, BoxRecord, c
 from microplastics.core.cli import ArgumentParser, UserError, default_workers, finite_float
 from microplastics.data.dataset import (MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, crop_path, manifest_digest,
                       split_fingerprint)
-from microplastics.core.fileio import check_output_dir, staged_dir, write_json
+from microplastics.core.fileio import check_output_dir, read_json, staged_dir, write_json
 from microplastics.core.images import ImageReadError, read_rgb
 from microplastics.data.origin import read_origin
+from microplastics.core import provenance
 from microplastics.data.splits import (GROUP_BY, achieved_fractions, check_fractions, crop_split, crop_split_minimum, group_key,
                      group_split, small_classes)
 
@@ -68,11 +69,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
     summary = preprocess(args.input, args.output, fmt=args.format, margin=args.margin,
                          val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                          group_by=args.group_by, min_class_crops=args.min_class_crops, seed=args.seed,
-                         workers=args.workers)
+                         workers=args.workers, run=provenance.run_record(parser.prog, argv))
     print(counts_table(summary))
     print(f"wrote {summary['totals']['total']} crops to {args.output} "
           f"({summary['skipped']['count']} item(s) skipped, see {SUMMARY_NAME})")
@@ -81,8 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def preprocess(input_dir: str | Path, output_dir: str | Path, *, fmt: str = "auto", margin: float = 0.0,
                val_fraction: float = 0.15, test_fraction: float = 0.15, group_by: str = "photo",
-               min_class_crops: int = 5, seed: int = 42, workers: int = 1) -> dict:
-    """Build ``output_dir`` from ``input_dir``; returns the summary that is written as summary.json."""
+               min_class_crops: int = 5, seed: int = 42, workers: int = 1, run: dict | None = None) -> dict:
+    """Build ``output_dir`` from ``input_dir``; returns the summary that is written as summary.json.
+
+    ``run`` (provenance.run_record) is stored with it, and so is the run record of the stage that
+    wrote ``input_dir`` (data-extraction.py's, in its config.json) when there is one."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     fractions = _check_settings(input_dir, output_dir, margin, val_fraction, test_fraction, group_by,
                                 min_class_crops, workers)
@@ -93,8 +98,18 @@ def preprocess(input_dir: str | Path, output_dir: str | Path, *, fmt: str = "aut
         # origin: what the raw folder says it is (synthetic, downloaded...), None when it does not say
         summary = {"input": str(input_dir.resolve()), "origin": read_origin(input_dir),
                    **_build(annotations, staging, fractions, margin, group_by, min_class_crops, seed, workers)}
+        summary.update({k: v for k, v in (("run", run), ("input_run", input_run(input_dir))) if v})
         write_json(staging / SUMMARY_NAME, summary)
     return summary
+
+
+def input_run(input_dir: Path) -> dict | None:
+    """The run record data-extraction.py left in the raw folder (its config.json), if any."""
+    path = input_dir / provenance.CONFIG_NAME
+    try:
+        return provenance.read_run(read_json(path)) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _check_settings(input_dir: Path, output_dir: Path, margin: float, val_fraction: float,

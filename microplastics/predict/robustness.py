@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from microplastics.data import corruptions, dataset
-from microplastics.core import fileio
+from microplastics.core import fileio, provenance
 from microplastics.core.cli import ArgumentParser, UserError, finite_float
 from microplastics.core.images import ImageReadError, read_rgb
 from microplastics.results.metrics import compute_metrics
@@ -298,7 +298,7 @@ def read_table(model_dir: str | Path) -> pd.DataFrame | None:
 
 # ---------------------------------------------------------------- command line
 
-def evaluate_model(model_dir: Path, setup: Setup, device: str) -> dict[str, Any]:
+def evaluate_model(model_dir: Path, setup: Setup, device: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score one model folder under every condition and write its robustness files."""
     _check_fingerprint(model_dir, setup)
     predictor = load_predictor(model_dir, device=device)
@@ -312,7 +312,8 @@ def evaluate_model(model_dir: Path, setup: Setup, device: str) -> dict[str, Any]
     extra = {"applied_to": setup.applied_to, "photos": str(setup.photo_dir) if setup.photo_dir else None,
              "margin": setup.margin, "seed": setup.seed, "data": str(setup.data_dir),
              "n_test_crops": int(len(setup.test)), "n_test_photos": int(setup.test["source_image"].nunique()),
-             "seconds": round(time.perf_counter() - started, 1), "suite": corruptions.describe_suite()}
+             "seconds": round(time.perf_counter() - started, 1), "suite": corruptions.describe_suite(),
+             **({provenance.RUN_KEY: run} if run else {})}
     return write_outputs(model_dir, getattr(predictor, "name", model_dir.name), predictions, classes, extra)
 
 
@@ -374,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{len(setup.conditions)} conditions; corruptions applied to each {setup.applied_to}"
           + (f" (photos from {setup.photo_dir})" if setup.photo_dir else " (test photos not found)"))
     for model_dir in model_dirs:
-        summary = evaluate_model(model_dir, setup, device)
+        summary = evaluate_model(model_dir, setup, device, provenance.run_record("robustness.py", argv))
         print(f"{summary['model']}: clean macro-F1 {summary['clean_macro_f1']:.3f}, mean under corruption "
               f"{summary['mean_corrupted_macro_f1']:.3f} (relative drop {summary['relative_drop']:.1%}); "
               f"worst {summary['worst_condition']} {summary['worst_macro_f1']:.3f} -> {model_dir / TABLE_NAME}")

@@ -16,9 +16,9 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from microplastics.results import caveats, metrics, stats
+from microplastics.results import caveats, figures, metrics, stats
 from microplastics.data import dataset
-from microplastics.core import fileio
+from microplastics.core import fileio, provenance
 from microplastics.core.cli import ArgumentParser, UserError
 
 SCORE_LABELS = {
@@ -79,6 +79,7 @@ class Report:
     n_boot: int
     seed: int
     cautions: Cautions = field(default_factory=Cautions)
+    run: dict[str, Any] | None = None    # this report's own run record (provenance.run_record)
 
 
 # ---------------------------------------------------------------- reading model folders
@@ -266,6 +267,69 @@ def metrics_per_class(m: ModelResult) -> dict[str, dict[str, Any]]:
 def all_classes(models: Sequence[ModelResult]) -> list[str]:
     """Every class of every model, sorted: the order of the manifest's class indices."""
     return sorted({c for m in models for c in m.classes})
+
+
+CLASS_REPORT_COLUMNS = ("precision", "recall", "f1-score", "support")
+
+
+def class_report_frame(m: ModelResult) -> pd.DataFrame | None:
+    """scikit-learn's classification_report of one model as a table: a row per class, then accuracy,
+    macro avg and weighted avg. Classes without true or predicted crops are left out of the means,
+    as in the comparison table. None without per-class figures."""
+    per_class = metrics_per_class(m)
+    if not per_class:
+        return None
+    rows = {c: [v["precision"], v["recall"], v["f1"], v["support"]] for c, v in per_class.items()}
+    n = sum(int(v["support"]) for v in per_class.values())
+    rows["accuracy"] = [math.nan, math.nan, m.scores.get("accuracy"), n]
+    rows["macro avg"] = [m.scores.get("macro_precision"), m.scores.get("macro_recall"), m.scores.get("macro_f1"), n]
+    weights = {c: v["support"] / n if n else 0.0 for c, v in per_class.items()}
+    rows["weighted avg"] = [sum(weights[c] * per_class[c][k] for c in per_class) for k in ("precision", "recall")] \
+        + [m.scores.get("weighted_f1"), n]
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(CLASS_REPORT_COLUMNS))
+    frame["support"] = frame["support"].astype("Int64")
+    return frame
+
+
+# ---------------------------------------------------------------- how to reproduce
+
+@dataclass
+class StageRun:
+    """One stage's command as it ran, from the run record it stored."""
+    stage: str                       # what it made: "data", "rf, svm", "vgg16 Grad-CAM"...
+    record: dict[str, Any]
+
+    @property
+    def command(self) -> str:
+        return str(self.record["command"])
+
+
+def stage_runs(report: Report) -> list[StageRun]:
+    """The command of every stage behind the report, in pipeline order; runs shared by several
+    models (ml-baselines.py trains rf and svm at once) are listed once."""
+    summary = report.data_summary
+    found: list[tuple[str, dict[str, Any] | None]] = [("raw photos", provenance.read_run(summary, "input_run")),
+                                                      ("processed crops", provenance.read_run(summary))]
+    found += [(m.name, provenance.read_run(m.config)) for m in report.models]
+    found += [(f"{m.name} Grad-CAM", provenance.read_run(read_json_or_empty(m.folder / "gradcam" / "gradcam.json")))
+              for m in report.models if (m.folder / "gradcam" / "gradcam.json").is_file()]
+    found += [(f"{m.name} robustness", provenance.read_run(read_json_or_empty(m.folder / "robustness.json")))
+              for m in report.models if (m.folder / "robustness.json").is_file()]
+    found.append(("this report", report.run))
+    runs: dict[str, StageRun] = {}
+    for stage, record in found:
+        if record is None:
+            continue
+        if record["command"] in runs:
+            runs[record["command"]].stage += f", {stage}"
+        else:
+            runs[record["command"]] = StageRun(stage, record)
+    return list(runs.values())
+
+
+def unrecorded_stages(report: Report) -> list[str]:
+    """Models whose config.json holds no run record (trained before stages kept one)."""
+    return [m.name for m in report.models if provenance.read_run(m.config) is None]
 
 
 # ---------------------------------------------------------------- data summary
@@ -495,7 +559,7 @@ def caution_notes(models: Sequence[ModelResult], cautions: Cautions) -> list[str
 # ---------------------------------------------------------------- assembling and writing
 
 def build_report(results_dir: Path, data_dir: Path, n_boot: int, seed: int,
-                 wanted: Sequence[str] | None = None) -> Report:
+                 wanted: Sequence[str] | None = None, run: dict[str, Any] | None = None) -> Report:
     folders, notes = model_dirs(results_dir, wanted)
     models = []
     for folder in folders:
@@ -512,7 +576,7 @@ def build_report(results_dir: Path, data_dir: Path, n_boot: int, seed: int,
     cautions = build_cautions(models, classes, data_summary, same_data, results_dir, n_boot, seed)
     notes += weights_note(models) + split_note + caution_notes(models, cautions)
     return Report(results_dir, data_dir, models, classes, summary_frame(models), mcnemar_all(models),
-                  counts, data_summary, notes, n_boot, seed, cautions)
+                  counts, data_summary, notes, n_boot, seed, cautions, run)
 
 
 def write_summary(report: Report) -> list[Path]:
@@ -522,6 +586,18 @@ def write_summary(report: Report) -> list[Path]:
         report.table.to_csv(tmp, index=False, float_format="%.6f")
     fileio.write_text(md_path, render_markdown(report))
     return [csv_path, md_path]
+
+
+def write_validation_curves(report: Report) -> Path | None:
+    """results/validation_curves.png: the deep models' validation curves in one figure (an older one
+    is removed when fewer than two deep models are left to compare)."""
+    histories = {m.name: h for m in report.models if m.is_deep and (h := figures.read_history(m.folder)) is not None}
+    best = {m.name: m.metrics.get("best_epoch") for m in report.models}
+    path = report.results_dir / figures.VALIDATION_CURVES_NAME
+    if figures.save_validation_curves(histories, best, path) is None:
+        path.unlink(missing_ok=True)
+        return None
+    return path
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -554,11 +630,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from microplastics.results import html_report
 
     args = parse_args(argv)
-    report = build_report(args.results, args.data, args.n_boot, args.seed, args.models)
+    report = build_report(args.results, args.data, args.n_boot, args.seed, args.models,
+                          provenance.run_record("report.py", argv))
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     written = write_summary(report)
+    written.append(write_validation_curves(report))
     written.append(html_report.write_html(report, args.results / "report.html"))
     for path in written:
-        print(path)
+        if path is not None:
+            print(path)
     return 0
