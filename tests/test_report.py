@@ -1,5 +1,7 @@
 """report.py: the comparison table, significance matrix, split checks and the HTML page."""
+import html
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -209,20 +211,61 @@ def test_html_shows_data_summary_and_classes_in_one_order(results, processed_dir
     assert f">{counts.sum()}<" in html                   # the grand total of crops
 
 
-def test_html_renders_in_headless_chromium(results, processed_dir, tmp_path):
+IMAGE_PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  document.body.dataset.images = images.length;
+  document.body.dataset.broken = JSON.stringify(images.filter(i => !(i.complete && i.naturalWidth > 0))
+                                                      .map(i => i.getAttribute("src")));
+});
+</script>"""
+
+
+def browser_or_skip() -> str:
     browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)),
                    None)
     if browser is None:
-        pytest.skip("no Chromium installed; the page is still parsed by test_html_references_only_files_that_exist")
+        pytest.skip("no Chromium installed (.ci/run installs it); the page is still parsed by "
+                    "test_html_references_only_files_that_exist")
+    return browser
+
+
+def headless(browser: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           "--allow-file-access-from-files", *args], check=True, capture_output=True, text=True,
+                          timeout=120)
+
+
+def images_in_browser(browser: str, page: Path) -> tuple[int, list[str]]:
+    """How many images the page has once loaded in Chromium, and the src of those that did not load.
+
+    A copy of the page with a small script beside it: the script notes, when the page has loaded,
+    each image that has no pixels, and --dump-dom prints what it noted."""
+    probe = page.with_name(".browser-probe.html")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", IMAGE_PROBE + "</body>"), encoding="utf-8")
+    try:
+        dom = headless(browser, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()).stdout
+    finally:
+        probe.unlink()
+    body = re.search(r"<body[^>]*data-images=\"(\d+)\"[^>]*data-broken=\"([^\"]*)\"", dom)
+    assert body, "the probe did not run: " + dom[:300]
+    return int(body.group(1)), json.loads(html.unescape(body.group(2)))
+
+
+def test_html_renders_in_headless_chromium(results, processed_dir, tmp_path):
+    browser = browser_or_skip()
     run_report(results, processed_dir)
     shot = tmp_path / "page.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--screenshot={shot}", "--window-size=1280,2400", (results / "report.html").as_uri()],
-                   check=True, capture_output=True, timeout=120)
+    headless(browser, f"--screenshot={shot}", "--window-size=1280,2400", (results / "report.html").as_uri())
     with Image.open(shot) as img:
         colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is None or len(colours) > 50          # not a blank page
+    expected = sum(1 for r in parse_page(results / "report.html").refs if r.endswith(".png")) // 2
+    n_images, broken = images_in_browser(browser, results / "report.html")
+    assert n_images == expected >= 6 and broken == []     # every figure loads
+    (results / "rf" / "confusion_matrix.png").write_bytes(b"not a png")
+    assert images_in_browser(browser, results / "report.html")[1] == ["rf/confusion_matrix.png"]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
