@@ -579,13 +579,27 @@ def build_report(results_dir: Path, data_dir: Path, n_boot: int, seed: int,
                   counts, data_summary, notes, n_boot, seed, cautions, run)
 
 
+def ranking_text(report: Report) -> str:
+    """The ranking for a terminal: a few aligned columns, the best model first."""
+    header = ["rank", "model", "macro F1 [95% CI]", "accuracy", "mean IoU", "best epoch", "training time"]
+    rows = [[str(row["rank"]), m.name, fmt_score(row, "macro_f1"), fmt(row["accuracy"]), fmt(row["mean_iou"]),
+             fmt(row["best_epoch"]), fmt_seconds(row["train_seconds"])]
+            for (_, row), m in zip(report.table.iterrows(), report.models)]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return ("\n".join(lines) + "\nRanked by macro F1 on the test split; best epoch: the epoch of the lowest "
+            "validation loss, whose weights were kept.\n")
+
+
 def write_summary(report: Report) -> list[Path]:
     csv_path = report.results_dir / "summary.csv"
     md_path = report.results_dir / "summary.md"
+    text_path = report.results_dir / "summary.txt"
     with fileio.atomic_path(csv_path) as tmp:
         report.table.to_csv(tmp, index=False, float_format="%.6f")
     fileio.write_text(md_path, render_markdown(report))
-    return [csv_path, md_path]
+    fileio.write_text(text_path, ranking_text(report))
+    return [csv_path, md_path, text_path]
 
 
 def write_validation_curves(report: Report) -> Path | None:
@@ -604,7 +618,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(
         prog="report.py",
         description="Compare every model in the results folder: writes summary.csv and summary.md (the study's "
-                    "table with 95% bootstrap intervals and pairwise McNemar tests) and report.html (data "
+                    "table with 95% bootstrap intervals and pairwise McNemar tests), summary.txt (the ranking, "
+                    "for a terminal) and report.html (data "
                     "summary, table, confusion matrices, curves, IoU, prediction grids, Grad-CAM).",
         examples=["python report.py   # results/ and processed_MICRO/",
                   "python report.py --results demo/results --data demo/processed_MICRO",
