@@ -333,7 +333,7 @@ def write_grid(out_dir: Path, data_dir: Path, test: SplitData, name: str, size: 
         table.to_csv(tmp, index=False)
     right = sum(t == p for t, p in zip(true, pred))
     save_prediction_grid(images, true, pred, out_dir / GRID_IMAGE,
-                         title=f"{name}: test crops, {right}/{len(rows)} right (red: wrong)")
+                         title=f"{name}: test crops, {right}/{len(rows)} right (✗ and red: wrong)")
 
 
 def describe(pipeline: Pipeline) -> dict[str, Any]:

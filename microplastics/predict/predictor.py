@@ -249,7 +249,7 @@ def write_prediction_grid(model_dir: str | Path, predictor: Predictor, data_dir:
     right = int((table["pred"] == table["true"]).sum())
     differ = int((table["pred"] != table["recorded_pred"]).sum())
     save_prediction_grid(images, table["true"].tolist(), table["pred"].tolist(), model_dir / GRID_IMAGE,
-                         title=f"{predictor.name}: {len(table)} test crops, {right} right (red: wrong)")
+                         title=f"{predictor.name}: {len(table)} test crops, {right} right (✗ and red: wrong)")
     if differ:
         print(f"warning: {predictor.name}: {differ} of {len(table)} grid predictions differ from "
               f"{model_dir / PREDICTIONS_NAME}; was the model retrained or the data rebuilt since?", file=sys.stderr)
