@@ -206,7 +206,7 @@ def plot_curves(out_dir: Path, history: list[dict[str, float]], title: str, best
     from microplastics.core.plots import plt, save_figure
 
     frame = pd.DataFrame(history)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
     for ax, key in zip(axes, ("loss", "acc")):
         ax.plot(frame["epoch"], frame[f"train_{key}"], marker="o", label="train")
         ax.plot(frame["epoch"], frame[f"val_{key}"], marker="o", label="val")

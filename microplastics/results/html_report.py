@@ -43,6 +43,7 @@ figure img{display:block;max-width:100%;height:auto}figcaption{font-weight:600;m
 .gallery.third figure{width:calc(33.3% - 26px)}
 figure a{display:block}.files{font-size:12px;font-weight:400}.files a{margin-left:8px;color:#2b5fad}
 .reports{display:flex;flex-wrap:wrap;gap:14px}.reports>div{flex:0 1 auto}.reports table{font-size:13px}
+.versions{font-size:12px;line-height:1.7}
 pre.commands{background:#fff;border:1px solid #dde3ea;padding:8px 12px;white-space:pre-wrap;word-break:break-all;
 font-size:12px}
 @media print{
@@ -272,7 +273,7 @@ def comparison_section(report: Report) -> str:
     for i, (m, (_, row)) in enumerate(zip(report.models, table_frame.iterrows())):
         cells = [model_cell(report, m), esc(fmt(row["n"]))] + [score_cell(row, s) for s in stats.SCORES]
         cells += [esc(fmt(row["epochs_run"])), esc(fmt(row["best_epoch"])), esc(fmt_seconds(row["train_seconds"])),
-                  esc(fmt(row["weights"]))]
+                  short_weights(row["weights"])]
         rows.append(cells)
         css.append(["name", ""] + ["best" if flags[s][i] else "" for s in stats.SCORES] + ["", "", "", "text"])
     intro = (f"<p class=\"muted\">Test split {esc(table_frame['split_fingerprint'].iloc[0])}. Every score is "
@@ -304,6 +305,14 @@ def score_cell(row: pd.Series, score: str) -> str:
     return f"{esc(fmt(row[score]))}<span class=\"ci\"{title}>[{low:.3f}, {high:.3f}]{exact}</span>"
 
 
+def short_weights(weights: Any) -> str:
+    """Where the weights came from, in a word ('imagenet'); the whole description (package, file,
+    checksum) stays in the cell's tooltip and in the run-settings table."""
+    text = fmt(weights)
+    short = text.split(":", 1)[0].split(" (", 1)[0]
+    return esc(short) if short == text else f"<span title=\"{esc(text)}\">{esc(short)}</span>"
+
+
 def baseline_html_row(report: Report) -> str:
     """The majority-class reference row of the comparison table, or nothing without predictions."""
     row = baseline_row(report)
@@ -318,8 +327,10 @@ def baseline_html_row(report: Report) -> str:
 def settings_table(report: Report) -> str:
     """How each model ran: the one-line description, then each setting in a column of its own."""
     keys = [k for k in SETTING_KEYS if any(k in m.settings for m in report.models)]
-    frame = pd.DataFrame([[describe_settings(m), *[m.settings.get(k) for k in keys]] for m in report.models],
-                         dtype=object, index=[m.name for m in report.models],
+    # the weights as metrics.json describes them in full (package, file, checksum), else as configured
+    rows = [[describe_settings(m), *[m.metrics.get(k, m.settings.get(k)) if k == "weights" else m.settings.get(k)
+                                     for k in keys]] for m in report.models]
+    frame = pd.DataFrame(rows, dtype=object, index=[m.name for m in report.models],
                          columns=["settings", *[k.replace("_", " ") for k in keys]])
     return ("<h3>Run settings</h3><p class=\"muted\">As each run resolved them (config.json, metrics.json); "
             "epochs is the most a run may take (early stopping may end it sooner).</p>"
@@ -434,9 +445,8 @@ def reproduce_section(report: Report) -> str:
                  "that did not keep one in config.json).</p>")
     versions = own.get("versions") or {}
     if versions:
-        body += "<h3>Package versions</h3>" + table(["package", "version"], [[esc(k), esc(v)] for k, v in
-                                                                               versions.items()],
-                                                  [["name", "text"]] * len(versions))
+        body += ("<h3>Package versions</h3><p class=\"versions\">"
+                 + " · ".join(f"<b>{esc(k)}</b>&nbsp;{esc(v)}" for k, v in versions.items()) + "</p>")
     intro = ("<p class=\"muted\">Each stage stored its command line, the commit and the package versions it ran "
              "with (config.json of each model folder, summary.json of the data); a stage that ran with other "
              "versions or another commit than this report says so.</p>")
@@ -528,7 +538,7 @@ def render(report: Report, page: Path) -> str:
                        page_dir, existing("predictions_grid.png", "test_grid.png"), missing, "wide"),
         figure_section("gradcam", "Grad-CAM", "Where each deep model looked (token maps for the ViT).",
                        [m for m in report.models if m.is_deep], page_dir,
-                       gradcam_figure, missing, "half"),
+                       gradcam_figure, missing, "wide"),
         localisation_section(report.models),
     ]
     sections = [data_section(report), comparison_section(report), significance_section(report), *figures,

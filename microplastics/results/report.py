@@ -315,9 +315,10 @@ def stage_runs(report: Report) -> list[StageRun]:
               for m in report.models if (m.folder / "gradcam" / "gradcam.json").is_file()]
     found += [(f"{m.name} robustness", provenance.read_run(read_json_or_empty(m.folder / "robustness.json")))
               for m in report.models if (m.folder / "robustness.json").is_file()]
-    found.append(("this report", report.run))
+    # data first, the report last, and the stages between in the order they ran
+    data, stages = found[:2], sorted((f for f in found[2:] if f[1] is not None), key=lambda f: str(f[1].get("date")))
     runs: dict[str, StageRun] = {}
-    for stage, record in found:
+    for stage, record in [*data, *stages, ("this report", report.run)]:
         if record is None:
             continue
         if record["command"] in runs:
