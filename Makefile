@@ -18,6 +18,7 @@ $(VENV)/.installed: requirements.txt
 setup: $(VENV)/.installed
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 # ---------------------------------------------------------------- one command

@@ -1,4 +1,5 @@
-"""Train and test EfficientNet-Lite0 (ImageNet weights installed with the requirements, no download): backbone frozen, a new linear head, robust augmentation and crop normalisation.
+"""Train and test EfficientNet-Lite0 (ImageNet weights installed with the requirements, no download): backbone
+frozen, a new linear head, robust augmentation and crop normalisation.
 
 A preset of the one deep-model engine (microplastics/deep/stage.py); see --help and docs/deep.md.
 Example: python efficientnet.py --data processed_MICRO --results results

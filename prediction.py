@@ -7,7 +7,7 @@ classifies the particles of photos nobody annotated (docs/find.md). See --help a
 Example: python prediction.py --models vgg16 resnet50 vit_b_16 rf svm
 """
 from microplastics.core.cli import run
-from microplastics.predict.predictor import main
+from microplastics.predict.prediction import main
 
 if __name__ == "__main__":
     run(main)

@@ -1,4 +1,5 @@
-"""Train and test VGG16 (ImageNet weights): convolutional features frozen, the classifier (fc6, fc7, a new last layer) trains.
+"""Train and test VGG16 (ImageNet weights): convolutional features frozen, the classifier (fc6, fc7, a new last
+layer) trains.
 
 A preset of the one deep-model engine (microplastics/deep/stage.py); see --help and docs/deep.md.
 Example: python vgg16.py --data processed_MICRO --results results

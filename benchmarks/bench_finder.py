@@ -28,7 +28,8 @@ from microplastics import detection  # noqa: E402
 from microplastics.data.annotations import read_annotations, records_by_photo  # noqa: E402
 from microplastics.find.finder import FinderSettings, find_particles  # noqa: E402
 from microplastics.core.images import read_rgb  # noqa: E402
-from microplastics.predict.predictor import default_margin, load_predictor  # noqa: E402
+from microplastics.predict.model_folder import default_margin  # noqa: E402
+from microplastics.predict.predictor import load_predictor  # noqa: E402
 from microplastics.find.sample_report import classify_columns, process_photo  # noqa: E402
 
 TARGETS = {"recall": 0.90, "precision": 0.85, "count_error": 0.10, "macro_f1": 0.85, "photos_per_s": 5.0}

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from microplastics import dataset  # noqa: E402
-from microplastics.predict.predictor import model_file  # noqa: E402
+from microplastics.core.layout import model_file  # noqa: E402
 from microplastics.results.stats import bootstrap_intervals  # noqa: E402
 MP100 = ROOT.parent / "shared" / "datasets" / "mp100" / "MICRO"
 PY = sys.executable

@@ -57,7 +57,8 @@ def test_random_corruptions_depend_on_seed_and_picture_key(picture):
     assert not np.array_equal(base, corruptions.corrupt(picture, "sensor_noise", 2, seed=8, key="a"))
     assert not np.array_equal(base, corruptions.corrupt(picture, "sensor_noise", 2, seed=7, key="b"))
     # Both directions of the colour-temperature shift occur across pictures.
-    reds = {int(np.sign(corruptions.corrupt(picture, "colour_temperature", 3, seed=7, key=str(k))[..., 0].astype(int).sum()
+    reds = {int(np.sign(corruptions.corrupt(picture, "colour_temperature", 3, seed=7, key=str(k))[..., 0]
+                        .astype(int).sum()
                         - picture[..., 0].astype(int).sum())) for k in range(12)}
     assert reds == {-1, 1}
 

@@ -219,7 +219,7 @@ def test_grad_cam_cli_measures_localisation_against_the_recorded_margin(deep_res
     from microplastics.explain import localisation
     from microplastics.deep.checkpoint import load_classifier
     from microplastics.data.dataset import manifest_digest
-    from microplastics.predict.predictor import read_crop
+    from microplastics.predict.model_folder import read_crop
 
     # The same 48 px crops, described as 24 px particle boxes cut with margin 0.5 (12 px each side).
     data = tmp_path / "processed"

@@ -63,7 +63,8 @@ def test_figshare_resumes_partial_download(tmp_path):
     (tmp_path / "cache" / f"{NAME}.part").write_bytes(DATA[:have])
     with serve(FILES) as fake:
         extraction.main(_args(tmp_path, "--api-url", fake.url))
-    assert [e for e in fake.log if e[0].startswith("/files/")] == [(f"/files/{NAME}", f"bytes={have}-", len(DATA) - have)]
+    assert [e for e in fake.log if e[0].startswith("/files/")] == [(f"/files/{NAME}", f"bytes={have}-",
+                                                                     len(DATA) - have)]
     _assert_micro(tmp_path / "MICRO")
 
 

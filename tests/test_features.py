@@ -11,8 +11,8 @@ import pytest
 from datagen import make_processed
 from microplastics.data import dataset
 from microplastics.core.images import read_rgb
-from microplastics.classical.features import (FEATURE_KINDS, FeatureSettings, cache_path, dataset_features, extract_features,
-                                    extract_from_files, feature_names)
+from microplastics.classical.features import (FEATURE_KINDS, FeatureSettings, cache_path, dataset_features,
+                                              extract_features, extract_from_files, feature_names)
 
 
 def odd_crops() -> dict[str, np.ndarray]:

@@ -45,7 +45,8 @@ def test_study_heads_and_cam_layers():
 
     res = meta_build("resnet50", n=6)
     assert [type(m) for m in res.head] == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
-    assert (res.head[0].in_features, res.head[0].out_features, res.head[2].p, res.head[3].out_features) == (2048, 512, 0.4, 6)
+    assert (res.head[0].in_features, res.head[0].out_features, res.head[2].p,
+            res.head[3].out_features) == (2048, 512, 0.4, 6)
     assert get_spec("resnet50").cam_target_layers(res) == [res.backbone.layer4[-1]]
 
     vit = meta_build("vit_b_16", size=64)

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from microplastics.predict import predictor as predict
+from microplastics.core import layout
+from microplastics.predict import prediction, predictor as predict
+from microplastics.results import grids
 from microplastics.classical.baselines import main as baselines_main
 from microplastics.core.cli import run
 from microplastics.data.synthetic import write_synthetic_micro
@@ -40,7 +42,7 @@ def micro(tmp_path_factory) -> Path:
 
 def cli(argv: list[str], capsys) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as info:
-        run(predict.main, [*argv, "--device", "cpu"])
+        run(prediction.main, [*argv, "--device", "cpu"])
     captured = capsys.readouterr()
     return int(info.value.code), captured.out, captured.err
 
@@ -91,13 +93,13 @@ def test_input_mode_csv_lists_unreadable_files_and_classifies_the_rest(results, 
 def test_grid_mode_agrees_with_predictions_csv(results, name, capsys):
     code, out, err = cli(["--models", name, "--results", str(results), "--grid-size", "8"], capsys)
     assert code == 0, err
-    grid = pd.read_csv(results / name / predict.GRID_TABLE)
+    grid = pd.read_csv(results / name / layout.GRID_TABLE)
     assert len(grid) == 8 and grid["true"].nunique() == 4  # drawn from every class in turn
     assert (grid["pred"] == grid["recorded_pred"]).all()
     recorded = pd.read_csv(results / name / "predictions.csv").set_index("path")
     for c in ("foam", "hard", "line", "pellet"):
         np.testing.assert_allclose(grid[f"prob_{c}"], recorded.loc[grid["path"], f"prob_{c}"], atol=2e-3)
-    assert (results / name / predict.GRID_IMAGE).stat().st_size > 0
+    assert (results / name / layout.GRID_IMAGE).stat().st_size > 0
     assert "8/8 as in predictions.csv" in out
 
 
@@ -210,10 +212,10 @@ def test_single_unreadable_image_is_exit_2(results, tmp_path, capsys):
 
 def test_pick_rows_is_seeded_and_balanced():
     labels = ["a"] * 10 + ["b"] * 3 + ["c"] * 1
-    first = predict.pick_rows(labels, n=6, seed=1)
-    assert first == predict.pick_rows(labels, n=6, seed=1) != predict.pick_rows(labels, n=6, seed=2)
+    first = grids.pick_rows(labels, n=6, seed=1)
+    assert first == grids.pick_rows(labels, n=6, seed=1) != grids.pick_rows(labels, n=6, seed=2)
     assert sorted(labels[i] for i in first) == ["a", "a", "a", "b", "b", "c"]
-    per = predict.pick_rows(labels, per_class=2, seed=0)
+    per = grids.pick_rows(labels, per_class=2, seed=0)
     assert sorted(labels[i] for i in per) == ["a", "a", "b", "b", "c"]
 
 

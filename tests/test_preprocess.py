@@ -131,7 +131,8 @@ def test_missing_input_is_one_line_and_exit_2(tmp_path):
 
 
 def test_synthetic_round_trip(tmp_path):
-    synthetic = pytest.importorskip("microplastics.data.synthetic", reason="microplastics/data/synthetic.py not present")
+    synthetic = pytest.importorskip("microplastics.data.synthetic",
+                                    reason="microplastics/data/synthetic.py not present")
     micro = tmp_path / "MICRO"
     synthetic.write_synthetic_micro(micro, n_images=30, seed=42)
     summary = run_main(micro, tmp_path / "out")

@@ -179,7 +179,8 @@ def test_label_files_with_a_byte_order_mark_keep_their_first_box(tmp_path):
                        "--workers", "1", cwd=tmp_path))
     summary = json.loads((tmp_path / "out_bom" / "summary.json").read_text())
     assert summary["totals"]["total"] == 36 and summary["skipped"]["count"] == 0
-    assert (tmp_path / "out_bom" / "manifest.csv").read_bytes() == (tmp_path / "out_plain" / "manifest.csv").read_bytes()
+    assert ((tmp_path / "out_bom" / "manifest.csv").read_bytes()
+            == (tmp_path / "out_plain" / "manifest.csv").read_bytes())
 
 
 def test_class_indices_with_a_gap_are_mapped_by_key(tmp_path):
@@ -303,7 +304,8 @@ ROW_CASES = ("test rows copied into train", "duplicated rows", "crop moved to an
              "path outside the folder", "crop linked outside", "absolute path", "blank label")
 WORDS = {"test rows copied into train": "is not train/", "duplicated rows": "listed more than once",
          "crop moved to another split": "grouped by photo", "path outside the folder": "leads outside",
-         "crop linked outside": "through a link", "absolute path": "leads outside", "blank label": "label is blank", "random bytes": "not a text file",
+         "crop linked outside": "through a link", "absolute path": "leads outside",
+         "blank label": "label is blank", "random bytes": "not a text file",
          "empty": "is empty"}
 
 

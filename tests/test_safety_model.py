@@ -25,7 +25,7 @@ from microplastics.data import extraction, preprocessing as preprocess
 from microplastics.core import fileio
 from microplastics.explain import grad_cam as gradcam
 from microplastics.classical import iou
-from microplastics.predict import predictor as predict, robustness
+from microplastics.predict import prediction as predict, robustness
 from microplastics.results import report as reports
 from microplastics.classical.baselines import main as baselines_main
 from microplastics.core.cli import run
@@ -293,7 +293,7 @@ def test_a_killed_run_keeps_the_finished_one_and_resumes(results, processed_dir)
 
 def test_only_the_staging_folders_of_dead_processes_are_removed(tmp_path, capsys):
     final = tmp_path / "model"
-    make = f"from microplastics import fileio; print(fileio.staging_dir({str(final)!r}), flush=True)"
+    make = f"from microplastics.core import fileio; print(fileio.staging_dir({str(final)!r}), flush=True)"
     live_proc = subprocess.Popen([sys.executable, "-c", make + "; import time; time.sleep(120)"], cwd=ROOT,
                                  stdout=subprocess.PIPE, text=True)
     try:

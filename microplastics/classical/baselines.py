@@ -22,7 +22,6 @@ import pandas as pd
 import sklearn
 import skops.io
 from imblearn import FunctionSampler
-from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import Pipeline
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
@@ -32,15 +31,16 @@ from sklearn.svm import SVC
 from microplastics.data import dataset
 from microplastics.core import fileio, provenance
 from microplastics.results import metrics
-from microplastics.core.cli import ArgumentParser, UserError, default_workers, one_line
+from microplastics.core.cli import ArgumentParser, UserError, add_workers_argument, one_line
 from microplastics.data.augment import AUGMENT_CHOICES
-from microplastics.classical.features import (FEATURE_KINDS, FeatureSettings, augmented_features, dataset_features, extract_features,
-                       feature_names)
-from microplastics.results.grids import save_prediction_grid
+from microplastics.classical.features import (FEATURE_KINDS, FeatureSettings, augmented_features, dataset_features,
+                                              extract_features, feature_names)
+from microplastics.results.grids import pick_rows, save_prediction_grid
 from microplastics.core.images import read_rgb
-from microplastics.predict.predictor import CLASSICAL_FILE as MODEL_FILE, LEGACY_CLASSICAL_FILE as LEGACY_MODEL_FILE
+from microplastics.core.layout import CLASSICAL_NAME as MODEL_FILE, CONFIG_NAME as CONFIG_FILE
+from microplastics.core.layout import LEGACY_CLASSICAL_NAME as LEGACY_MODEL_FILE
+from microplastics.data.balance import SMOTE_NEIGHBOURS, smote_resample
 
-CONFIG_FILE = "config.json"
 PROG = "ml-baselines.py"
 VAL_METRICS_FILE = "val_metrics.json"
 GRID_IMAGE = "test_grid.png"
@@ -50,32 +50,16 @@ BALANCE_CHOICES = ("none", "smote", "class-weight")
 WEIGHTS = "none (trained from scratch)"
 FORMAT_VERSION = 2  # 1: model.joblib
 # What skops may build beyond scikit-learn's own types, which it trusts itself: the types of
-# make_pipeline's pipelines, and nothing else.
+# make_pipeline's pipelines, and nothing else. The SMOTE step under both the names it was saved by
+# (data.balance today, classical.baselines before), so that older model files still load.
 TRUSTED_TYPES = ("imblearn.pipeline.Pipeline", "imblearn.base.FunctionSampler",
+                 "microplastics.data.balance.smote_resample",
                  "microplastics.classical.baselines.smote_resample", "sklearn.tree._tree.Tree",
                  "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration")
-SMOTE_NEIGHBOURS = 5
 VAL_KEYS = ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "mean_iou")
 
 
 # ---------------------------------------------------------------- pipelines
-
-def smote_resample(X: np.ndarray, y: np.ndarray, k_neighbors: int = SMOTE_NEIGHBOURS,
-                   random_state: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """SMOTE every class up to the largest one, with k shrunk to fit the smallest class.
-
-    SMOTE interpolates between a crop and one of its k nearest same-class neighbours, so a
-    class of m crops allows at most k = m - 1; a class of one crop cannot be interpolated and
-    is left as it is rather than crashing the run.
-    """
-    counts = Counter(y.tolist())
-    target = max(counts.values())
-    grow = {c: target for c, n in counts.items() if 2 <= n < target}
-    if not grow:
-        return X, y
-    k = min(k_neighbors, min(counts[c] for c in grow) - 1)
-    return SMOTE(sampling_strategy=grow, k_neighbors=k, random_state=random_state).fit_resample(X, y)
-
 
 def make_pipeline(name: str, balance: str, seed: int, y_train: Sequence[str], workers: int = 1) -> Pipeline:
     """Scaler, SMOTE when asked, then the study's Random Forest or RBF SVM."""
@@ -175,7 +159,8 @@ def load_model(model_dir: str | Path) -> ClassicalModel:
     try:
         settings = FeatureSettings(**payload["feature_settings"])
     except (KeyError, TypeError) as err:
-        raise UserError(f"{path} holds no valid feature settings ({one_line(err)}); retrain with ml-baselines.py") from None
+        raise UserError(f"{path} holds no valid feature settings ({one_line(err)}); "
+                        "retrain with ml-baselines.py") from None
     return ClassicalModel(name=str(payload.get("name")), classes=[str(c) for c in payload["classes"]],
                           pipeline=payload["pipeline"], settings=settings, info=info)
 
@@ -299,21 +284,6 @@ def score_val(model: ClassicalModel, val: SplitData, classes: list[str], out_dir
     return {k: scores[k] for k in VAL_KEYS}
 
 
-def grid_rows(labels: Sequence[str], size: int, seed: int) -> list[int]:
-    """Up to ``size`` row indices, taken in turn from each true class (seeded), so all classes show."""
-    rng = np.random.default_rng(seed)
-    by_class: dict[str, list[int]] = {}
-    for i, lab in enumerate(labels):
-        by_class.setdefault(lab, []).append(i)
-    queues = {c: list(rng.permutation(rows)) for c, rows in sorted(by_class.items())}
-    picked: list[int] = []
-    while len(picked) < size and any(queues.values()):
-        for rows in queues.values():
-            if rows and len(picked) < size:
-                picked.append(int(rows.pop()))
-    return sorted(picked)
-
-
 def write_grid(out_dir: Path, data_dir: Path, test: SplitData, name: str, size: int, seed: int) -> None:
     """Classify sample test crops from their image files through the saved model.skops.
 
@@ -323,7 +293,7 @@ def write_grid(out_dir: Path, data_dir: Path, test: SplitData, name: str, size: 
     """
     if size <= 0:
         return
-    rows = grid_rows(test.labels, size, seed)
+    rows = pick_rows(test.labels, n=size, seed=seed)
     images = [read_rgb(data_dir / test.paths[i]) for i in rows]
     model = load_model(out_dir)
     pred = model.predict_images(images)
@@ -365,7 +335,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES,
                         help="which classical models to train")
     parser.add_argument("--features", default="robust", choices=FEATURE_KINDS,
-                        help="the default 'robust' holds up under other imaging conditions at no cost in clean scores (docs/robustness.md); 'original': the study's 13 grayscale intensity/texture/edge features; 'full': "
+                        help="the default 'robust' holds up under other imaging conditions at no cost in clean scores "
+                             "(docs/robustness.md); 'original': the study's 13 grayscale intensity/texture/edge "
+                             "features; 'full': "
                              "those plus colour, crop size, particle shape (Otsu mask) and an LBP histogram; 'robust': "
                              "measures stable under light, white-balance, focus, noise and resolution changes "
                              "(normalised intensity, colour relative to the background, shape, texture on a "
@@ -374,13 +346,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="class imbalance: SMOTE oversampling of the training features inside the "
                              "pipeline (the study's choice), balanced class weights, or nothing")
     parser.add_argument("--seed", type=int, default=42, help="seed of the forest, SVM and SMOTE")
-    parser.add_argument("--workers", type=int, default=default_workers(),
-                        help="processes for the features and threads for the forest")
+    add_workers_argument(parser, "processes for the features and threads for the forest")
     parser.add_argument("--grid-size", type=int, default=32, help="test crops in test_grid.png (0: no grid)")
     parser.add_argument("--no-cache", action="store_true", help="recompute the features and do not store them")
     parser.add_argument("--augment", default="robust", choices=AUGMENT_CHOICES,
-                        help="'none': train on the crops as they are (the study); 'robust' (default): also on augmented "
-                             "copies (light, white balance, blur, noise, JPEG, down-scaling; see "
+                        help="'none': train on the crops as they are (the study); 'robust' (default): also on "
+                             "augmented copies (light, white balance, blur, noise, JPEG, down-scaling; see "
                              "docs/robustness.md)")
     parser.add_argument("--aug-copies", type=int, default=2,
                         help="with --augment robust: augmented copies of each training crop")

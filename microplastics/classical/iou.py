@@ -15,37 +15,17 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from microplastics.core import fileio
+from microplastics.core import fileio, layout
 from microplastics.results import metrics
 from microplastics.core.cli import ArgumentParser, UserError
 
-CSV_NAME = "iou.csv"
-MD_NAME = "iou.md"
-PLOT_NAME = "iou.png"
+CSV_NAME, MD_NAME, PLOT_NAME = layout.IOU_CSV, layout.IOU_MD, layout.IOU_PLOT
 MEAN_ROW = "mean"
-
-
-def find_model_dirs(results: Path, wanted: Sequence[str] | None = None) -> list[Path]:
-    """Model folders holding a predictions.csv: those named in ``wanted``, else all of them."""
-    if not results.is_dir():
-        raise UserError(f"results folder {results} does not exist; train a model first or pass --results")
-    if wanted:
-        folders = [results / m for m in dict.fromkeys(wanted)]
-        missing = [f.name for f in folders if not (f / metrics.PREDICTIONS_NAME).is_file()]
-        if missing:
-            raise UserError(f"no predictions.csv for model(s) {', '.join(missing)} in {results}; "
-                            "train them first or drop them from --models")
-        return folders
-    folders = sorted(p for p in results.iterdir()
-                     if p.is_dir() and not p.name.startswith(".") and (p / metrics.PREDICTIONS_NAME).is_file())
-    if not folders:
-        raise UserError(f"no <model>/predictions.csv under {results}; run ml-baselines.py or a deep model first")
-    return folders
 
 
 def stored_metrics(folder: Path) -> dict:
     """A model's metrics.json, which must name the test split it was scored on."""
-    path = folder / metrics.METRICS_NAME
+    path = folder / layout.METRICS_NAME
     if not path.is_file():
         raise UserError(f"{folder.name}: no metrics.json beside predictions.csv, so its test split is unknown; "
                         "rerun its stage or leave it out with --models")
@@ -58,12 +38,12 @@ def stored_metrics(folder: Path) -> dict:
 def model_iou(folder: Path, stored: dict) -> pd.Series:
     """Label IoU per class of one model's predictions.csv (``metrics.compute_metrics``, the figures of
     every metrics.json); NaN where a class never occurs."""
-    predictions = metrics.read_predictions(folder / metrics.PREDICTIONS_NAME)
+    predictions = metrics.read_predictions(folder / layout.PREDICTIONS_NAME)
     classes = metrics.model_classes(stored, predictions)
     try:
         scores = metrics.compute_metrics(predictions["true"], predictions["pred"], classes)
     except ValueError as err:
-        raise UserError(f"{folder / metrics.PREDICTIONS_NAME}: {err}") from None
+        raise UserError(f"{folder / layout.PREDICTIONS_NAME}: {err}") from None
     metrics.check_agreement(folder.name, scores, stored)  # a cut-short file scores under the full split's name
     per_class = scores["per_class"]
     return pd.Series([np.nan if per_class[c]["iou"] is None else per_class[c]["iou"] for c in classes],
@@ -73,7 +53,7 @@ def model_iou(folder: Path, stored: dict) -> pd.Series:
 def iou_table(results: str | Path, models: Sequence[str] | None = None) -> pd.DataFrame:
     """Classes as rows (then the mean over classes that occur), models as columns; ``attrs``
     holds the fingerprint of the test split they were all scored on."""
-    folders = find_model_dirs(Path(results), models)
+    folders = layout.find_model_dirs(results, models, require=layout.TEST_PREDICTIONS)
     stored = {f.name: stored_metrics(f) for f in folders}
     metrics.refuse_mixed_splits({name: metrics.split_key(m) for name, m in stored.items()}, "share one IoU table")
     table = pd.concat([model_iou(f, stored[f.name]) for f in folders], axis=1).sort_index()
@@ -91,7 +71,8 @@ def to_markdown(table: pd.DataFrame, fingerprint: str = "") -> str:
     header = ["class", *table.columns]
     lines = ["# Per-class IoU on the test split", "",
              "Label IoU: for each class, the Jaccard index of true and predicted labels over the test crops, "
-             "TP / (TP + FP + FN). It is not bounding-box IoU." + (f" Test split {fingerprint}." if fingerprint else ""),
+             "TP / (TP + FP + FN). It is not bounding-box IoU."
+             + (f" Test split {fingerprint}." if fingerprint else ""),
              "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(table.columns)) + "|"]
     for name, row in table.iterrows():
         label = f"**{name}**" if name == MEAN_ROW else str(name)
@@ -137,7 +118,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         examples=["python ml-IOU.py --results results",
                   "python ml-IOU.py --results results --models rf svm vgg16"],
     )
-    parser.add_argument("--results", default="results", help="folder with one sub-folder per model")
+    parser.add_argument("--results", default=layout.RESULTS_DIR, help="folder with one sub-folder per model")
     parser.add_argument("--models", nargs="+", default=argparse.SUPPRESS,
                         help="model folder names to include (default: every folder with a predictions.csv)")
     return parser

@@ -8,12 +8,13 @@ import os
 import sys
 from typing import Callable, NoReturn, Sequence
 
+from microplastics.core.errors import InputError
 
-class UserError(Exception):
-    """A problem with the user's input or environment, shown as one line, exit status 2.
-
-    The message should say what is wrong and how to fix it.
-    """
+# The command-line layer's name for the one error of bad input. A stage's own checks (its flags,
+# its folders) raise UserError; library modules raise InputError or a typed subclass of it
+# (core.layout.ModelFolderError, data.archive.UnsafeArchiveError...), so that they need nothing
+# from this module; ``run`` shows either as one line.
+UserError = InputError
 
 
 def one_line(err: BaseException) -> str:
@@ -90,11 +91,26 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def add_device_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--device``, declared alike by every stage that may run a deep model (deep.engine.resolve_device)."""
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where deep models run. auto: cuda, then mps, then cpu")
+
+
+def add_workers_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
+    """``--workers``, declared alike by every stage that runs work in parallel; ``what`` says what runs."""
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help=f"{what}; by default one per CPU this process may use")
+
+
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Run a stage's ``main`` and turn a UserError into one line on stderr and exit status 2."""
+    """Run a stage's ``main`` and turn an InputError (UserError) into one line on stderr and exit status 2."""
     try:
         code = main(argv)
-    except UserError as err:
+    except InputError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)  # one line, whatever the message holds
         sys.exit(2)
     except KeyboardInterrupt:

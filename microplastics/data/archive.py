@@ -90,11 +90,13 @@ def check_entry(name: str, link_target: str | None = None, hard_link: bool = Fal
     if link_target is None:
         return
     if _is_absolute(link_target):
-        raise UnsafeArchiveError(f"archive entry {name!r} links to the absolute path {link_target!r}; refusing to unpack")
+        raise UnsafeArchiveError(f"archive entry {name!r} links to the absolute path {link_target!r}; "
+                                 "refusing to unpack")
     base = "" if hard_link else posixpath.dirname(_posix(name))
     resolved = posixpath.normpath(posixpath.join(base, _posix(link_target)))
     if resolved == ".." or resolved.startswith("../"):
-        raise UnsafeArchiveError(f"archive entry {name!r} links outside the target folder ({link_target!r}); refusing to unpack")
+        raise UnsafeArchiveError(f"archive entry {name!r} links outside the target folder ({link_target!r}); "
+                                 "refusing to unpack")
 
 
 def _check_name(name: str) -> None:
@@ -117,9 +119,11 @@ def check_sizes(archive: Path, dest: Path, sizes: list[int], max_bytes: int) -> 
     """Refuse an archive whose entries' declared sizes add up to too much (see the module's note)."""
     total, packed = sum(sizes), max(1, archive.stat().st_size)
     if len(sizes) > MAX_ENTRIES:
-        raise UnsafeArchiveError(f"{archive} holds {len(sizes):,} entries, more than {MAX_ENTRIES:,}; refusing to unpack")
+        raise UnsafeArchiveError(f"{archive} holds {len(sizes):,} entries, more than {MAX_ENTRIES:,}; "
+                                 "refusing to unpack")
     if total > max_bytes:
-        raise UnsafeArchiveError(f"{archive} would unpack to {_size(total)}, more than the limit of {_size(max_bytes)}; "
+        raise UnsafeArchiveError(f"{archive} would unpack to {_size(total)}, "
+                                 f"more than the limit of {_size(max_bytes)}; "
                                  "if that is expected, raise it with --max-unpacked-gb")
     if total > RATIO_FLOOR and total > MAX_RATIO * packed:
         raise UnsafeArchiveError(f"{archive} would unpack {_size(packed)} into {_size(total)} ({total // packed:,} "

@@ -14,11 +14,11 @@ therefore still scored on conditions it has not seen.
 """
 from __future__ import annotations
 
-import zlib
-
 import albumentations as A
 import cv2
 import numpy as np
+
+from microplastics.core.seeds import item_seed
 
 AUGMENT_CHOICES = ("none", "robust")
 
@@ -54,8 +54,3 @@ class RobustAugmenter:
     def __call__(self, image: np.ndarray, view: int, index: int) -> np.ndarray:
         self.transform.set_random_seed(item_seed(self.seed, view, index))
         return self.transform(image=np.ascontiguousarray(image))["image"]
-
-
-def item_seed(seed: int, view: int, index: int) -> int:
-    """A 32-bit seed of one augmented copy, independent of processing order or process."""
-    return zlib.crc32(f"{seed}:{view}:{index}".encode()) & 0xFFFFFFFF

@@ -21,9 +21,10 @@ import cv2
 import numpy as np
 
 from microplastics.core.cli import UserError
+from microplastics.core.layout import ROBUSTNESS_CLEAN
 
 SEVERITIES = (1, 2, 3)
-CLEAN = "none"  # the name of the uncorrupted condition (severity 0)
+CLEAN = ROBUSTNESS_CLEAN  # the name of the uncorrupted condition (severity 0), as robustness.csv writes it
 
 Apply = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
 

@@ -96,7 +96,8 @@ def download(url: str, dest: str | os.PathLike, size: int | None = None, md5: st
     problem = _problem(part, size, md5)
     if problem is not None:
         part.unlink()
-        raise UserError(f"the download of {dest.name} is damaged ({problem}); it was deleted, run again to download it anew")
+        raise UserError(f"the download of {dest.name} is damaged ({problem}); it was deleted, "
+                        "run again to download it anew")
     os.replace(part, dest)
     return dest
 

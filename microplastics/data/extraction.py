@@ -57,7 +57,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                              f"{download.FIGSHARE_API})")
     parser.add_argument("--timeout", type=finite_float, default=60.0, metavar="SECONDS",
                         help="seconds to wait for the server before giving up (default: 60)")
-    parser.add_argument("--max-unpacked-gb", type=finite_float, default=archive.MAX_UNPACKED_BYTES / 10**9, metavar="GB",
+    parser.add_argument("--max-unpacked-gb", type=finite_float, default=archive.MAX_UNPACKED_BYTES / 10**9,
+                        metavar="GB",
                         help="refuse an archive that would unpack to more than this many GB (default: "
                              f"{archive.MAX_UNPACKED_BYTES / 10**9:g}); archives that expand more than "
                              f"{archive.MAX_RATIO} times their size are refused whatever this says")

@@ -20,17 +20,17 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from microplastics.data.annotations import (FORMATS, AnnotationSet, BoxRecord, count_reasons, crop_box, read_annotations,
-                          records_by_photo)
-from microplastics.core.cli import ArgumentParser, UserError, default_workers, finite_float
-from microplastics.data.dataset import (MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, crop_path, manifest_digest,
-                      split_fingerprint)
+from microplastics.data.annotations import (FORMATS, AnnotationSet, BoxRecord, count_reasons, crop_box,
+                                            read_annotations, records_by_photo)
+from microplastics.core.cli import ArgumentParser, UserError, add_workers_argument, finite_float
+from microplastics.data.dataset import (MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, crop_path,
+                                        manifest_digest, split_fingerprint)
 from microplastics.core.fileio import check_output_dir, read_json, staged_dir, write_json
 from microplastics.core.images import ImageReadError, read_rgb
 from microplastics.data.origin import read_origin
 from microplastics.core import provenance
-from microplastics.data.splits import (GROUP_BY, achieved_fractions, check_fractions, crop_split, crop_split_minimum, group_key,
-                     group_split, small_classes)
+from microplastics.data.splits import (GROUP_BY, achieved_fractions, check_fractions, crop_split, crop_split_minimum,
+                                       group_key, group_split, small_classes)
 
 EXTRA_COLUMNS = ("box_id", "group")
 _CROPS = ".crops"  # staging sub-folder where crops wait until their split is known
@@ -63,8 +63,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="classes with fewer crops (or, grouped, found in fewer than 3 groups) are "
                              "left out with a warning; --group-by none needs at least 7 at 70/15/15")
     parser.add_argument("--seed", type=int, default=42, help="random seed of the split")
-    parser.add_argument("--workers", type=int, default=default_workers(),
-                        help="processes that cut crops (one photo at a time each)")
+    add_workers_argument(parser, "processes that cut crops (one photo at a time each)")
     return parser
 
 

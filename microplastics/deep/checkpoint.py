@@ -110,7 +110,8 @@ class LoadedClassifier:
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor, batch_size: int = 32) -> np.ndarray:
         """Softmax probabilities of an already preprocessed (B, 3, S, S) batch, ``batch_size`` at a time."""
-        out = [torch.softmax(self.logits(batch[i:i + batch_size]), dim=1).cpu() for i in range(0, len(batch), batch_size)]
+        out = [torch.softmax(self.logits(batch[i:i + batch_size]), dim=1).cpu()
+               for i in range(0, len(batch), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:

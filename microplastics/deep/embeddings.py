@@ -23,15 +23,11 @@ from tqdm import tqdm
 from microplastics.deep import checkpoint
 from microplastics.data.dataset import settings_digest
 from microplastics.core.images import read_rgb
+from microplastics.core.seeds import item_seed
 from microplastics.deep.precision import autocast_for
 from microplastics.deep.transforms import EvalPreset, TrainPreset
 
 CACHE_VERSION = 1  # bump when the presets or the layout of the cache change
-
-
-def item_seed(seed: int, stream: int, index: int) -> int:
-    """A seed for one (run, view-or-epoch, crop) triple, independent of worker and process."""
-    return int(np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(1)[0])
 
 
 class CropDataset(Dataset):

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from microplastics.core import fileio
 from microplastics.core.cli import UserError
-from microplastics.deep.embeddings import item_seed
+from microplastics.core.seeds import item_seed
 from microplastics.deep.precision import autocast_for
 
 HISTORY_NAME = "history.csv"

@@ -39,7 +39,10 @@ def build_network() -> nn.Module:
 
 
 def timm_key(key: str) -> str:
-    """One efficientnet_pytorch key as timm names it, e.g. ``_blocks.3._expand_conv.weight`` -> ``blocks.2.0.conv_pw.weight``."""
+    """One efficientnet_pytorch key as timm names it.
+
+    E.g. ``_blocks.3._expand_conv.weight`` -> ``blocks.2.0.conv_pw.weight``.
+    """
     module, _, rest = key.partition(".")
     if module in _TOP:
         return f"{_TOP[module]}.{rest}"

@@ -101,7 +101,8 @@ class ArchSpec:
             raise UserError(f"--image-size {image_size} is too small; use at least 32")
         if self.patch_size and image_size % self.patch_size:
             raise UserError(f"--image-size {image_size} is not a multiple of {self.name}'s patch size "
-                            f"{self.patch_size}; try {max(self.patch_size, image_size // self.patch_size * self.patch_size)}")
+                            f"{self.patch_size}; "
+                            f"try {max(self.patch_size, image_size // self.patch_size * self.patch_size)}")
 
     def _torchvision_model(self, image_size: int) -> nn.Module:
         if self.factory is not None:
@@ -118,7 +119,8 @@ class ArchSpec:
         return net
 
     def _new_head(self, old_head: nn.Module, num_classes: int) -> nn.Module:
-        last = [m for m in old_head.modules() if isinstance(m, nn.Linear)] if not isinstance(old_head, nn.Linear) else [old_head]
+        last = ([old_head] if isinstance(old_head, nn.Linear)
+                else [m for m in old_head.modules() if isinstance(m, nn.Linear)])
         if not last:
             raise UserError(f"{self.name}: cannot find a linear head to replace")
         in_features = last[0].in_features if self.head_kind == "mlp" else last[-1].in_features

@@ -22,11 +22,14 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, Weig
 
 from microplastics.deep import checkpoint, engine
 from microplastics.core import fileio, provenance
-from microplastics.core.cli import ArgumentParser, UserError, finite_float
+from microplastics.data.balance import smote_resample, too_small_for_smote
+from microplastics.core.cli import ArgumentParser, UserError, add_device_argument, add_workers_argument, finite_float
 from microplastics.data.dataset import class_names, load_manifest, manifest_digest, split_fingerprint, split_frame
-from microplastics.deep.embeddings import CropDataset, cache_key, cached_embeddings, compute_embeddings, item_seed
+from microplastics.core.seeds import item_seed
+from microplastics.deep.embeddings import CropDataset, cache_key, cached_embeddings, compute_embeddings
 from microplastics.results.metrics import write_evaluation
-from microplastics.deep.models import IMAGENET_MEAN, IMAGENET_STD, ArchSpec, count_parameters, describe_weights, get_spec
+from microplastics.deep.models import (IMAGENET_MEAN, IMAGENET_STD, ArchSpec, count_parameters, describe_weights,
+                                       get_spec)
 from microplastics.deep.precision import PRECISIONS, memory_format_for, precision_name, resolve_precision
 from microplastics.deep.transforms import INPUT_NORMS, TRAIN_AUGMENTS, EvalPreset, TrainPreset
 
@@ -122,8 +125,8 @@ def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
       help="storage type of cached embeddings (float16 halves the disk use)")
     a("--embed-batch-size", type=int, default=32, help="batch size of the backbone pass in head mode")
     a("--seed", type=int, default=42)
-    a("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="auto: cuda, then mps, then cpu")
-    a("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader worker processes")
+    add_device_argument(parser)
+    add_workers_argument(parser, "DataLoader worker processes")
     a("--precision", choices=PRECISIONS, default="auto",
       help="backbone arithmetic. auto: bf16 autocast for the frozen-backbone embedding pass on a CPU with native "
            "bf16 (AVX512-BF16, AMX; about 2x faster), fp32 on other CPUs and for training on a CPU, CUDA's mixed "
@@ -176,20 +179,20 @@ def split_data(manifest, classes: list[str], split: str) -> Split:
 
 
 def smote_views(train: torch.Tensor, labels: np.ndarray, seed: int) -> tuple[torch.Tensor, np.ndarray]:
-    """SMOTE within each view: synthetic embeddings between same-class training crops, training data only."""
-    from imblearn.over_sampling import SMOTE
+    """SMOTE within each view: synthetic embeddings between same-class training crops, training data only.
 
-    counts = np.bincount(labels)
-    smallest = counts[counts > 0].min()
-    if smallest < 2 or len(counts[counts > 0]) < 2:
-        print("note: SMOTE skipped (a class has fewer than 2 training crops)", file=sys.stderr)
-        return train.flatten(0, 1), np.tile(labels, train.shape[0])
+    The policy is data.balance's, the one ml-baselines.py applies to its features.
+    """
+    tiny = too_small_for_smote(labels)
+    if tiny:
+        print(f"note: SMOTE leaves class(es) with a single training crop as they are: "
+              f"{', '.join(map(str, tiny))}", file=sys.stderr)
     xs, ys = [], []
     for v in range(train.shape[0]):
         flat = train[v].reshape(train.shape[1], -1).numpy()
-        x, y = SMOTE(k_neighbors=int(min(5, smallest - 1)), random_state=seed + v).fit_resample(flat, labels)
+        x, y = smote_resample(flat, labels, random_state=seed + v)
         xs.append(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(-1, *train.shape[2:]))
-        ys.append(y)
+        ys.append(np.asarray(y))
     return torch.cat(xs), np.concatenate(ys)
 
 
@@ -470,7 +473,8 @@ def _train(cfg: dict[str, Any], info: engine.DistInfo, device: torch.device, man
     meta = checkpoint.describe(spec, classes, cfg["image_size"], cfg["mean"], cfg["std"], cfg["weights_used"], cfg,
                                input_norm=cfg["input_norm"])
     criterion = nn.CrossEntropyLoss(
-        weight=class_weights(data["train_labels"], len(classes)).to(device) if cfg["balance"] == "class-weight" else None)
+        weight=(class_weights(data["train_labels"], len(classes)).to(device)
+                if cfg["balance"] == "class-weight" else None))
 
     def on_epoch_end(st: engine.FitState, improved: bool) -> None:
         if not info.is_main:

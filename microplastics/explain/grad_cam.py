@@ -23,20 +23,22 @@ import torch
 
 from microplastics.explain import cam as explain, localisation
 from microplastics.core import fileio, provenance
-from microplastics.core.cli import ArgumentParser, UserError, finite_float
+from microplastics.core.cli import ArgumentParser, UserError, add_device_argument, finite_float
 from microplastics.core.plots import plt, save_figure
-from microplastics.predict.predictor import (DEEP_FILE, pick_rows, read_crop, recorded_predictions, resolve_data_dir, resolve_device,
-                      trained_model_file)
+from microplastics.core.layout import BEST_NAME, GRADCAM_DIR, GRADCAM_OWNER, trained_model_file
+from microplastics.deep.engine import resolve_device
+from microplastics.predict.model_folder import read_crop, recorded_predictions, resolve_data_dir
+from microplastics.results.grids import pick_rows
 
 if TYPE_CHECKING:
     from microplastics.deep.checkpoint import LoadedClassifier
 
-OUT_NAME = "gradcam"
+OUT_NAME = GRADCAM_DIR
 OVERVIEW_NAME = "overview.png"
 SELECTION_NAME = "selection.csv"
 OVERVIEW_MAX_ROWS = 32  # crops in the overview
 OVERVIEW_COLUMNS = 8  # images a row: crops and their overlays
-OWNER_NAME = "gradcam.json"
+OWNER_NAME = GRADCAM_OWNER
 LEGACY_OUTPUT = re.compile(r"\d{3}_.*\.png|overview\.png|selection\.csv")  # what older versions wrote
 
 
@@ -66,7 +68,7 @@ def load_deep(model_dir: Path, device: str) -> LoadedClassifier:
     from microplastics.deep.checkpoint import load_classifier
 
     found = trained_model_file(model_dir)
-    if found.name != DEEP_FILE:
+    if found.name != BEST_NAME:
         raise UserError(f"{model_dir} holds a classical model ({found.name}); Grad-CAM needs a deep model "
                         "folder such as results/vgg16, results/resnet50 or results/vit_b_16")
     return load_classifier(found, device=device)
@@ -248,7 +250,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--out", metavar="DIR", help="output folder (default: MODEL/gradcam)")
     a("--batch-size", type=int, default=8, help="crops per forward/backward pass")
     a("--seed", type=int, default=42, help="seed of the crop selection")
-    a("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    add_device_argument(parser)
     return parser
 
 
@@ -267,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--model {model_dir}: no such folder; train a model first")
     out_dir = Path(args.out) if args.out else model_dir / OUT_NAME
     check_out_dir(out_dir, model_dir)
-    loaded = load_deep(model_dir, resolve_device(args.device))
+    loaded = load_deep(model_dir, str(resolve_device(args.device)))
     methods = resolve_methods(args.method, loaded.spec)
     data_dir = resolve_data_dir(model_dir, args.data, loaded.config.get("data"))
     rows = select_crops(recorded_predictions(model_dir), args.n, args.per_class, args.misclassified, args.seed)

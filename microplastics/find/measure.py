@@ -153,7 +153,8 @@ def read_scale_csv(path: Path) -> dict[str, float]:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise UserError(f"--um-per-px {path} is not a readable CSV ({err}); expected columns photo,um_per_px") from None
     if not {"photo", "um_per_px"} <= set(table.columns):
-        raise UserError(f"--um-per-px {path} needs the columns photo,um_per_px; it has {', '.join(map(str, table.columns))}")
+        raise UserError(f"--um-per-px {path} needs the columns photo,um_per_px; "
+                        f"it has {', '.join(map(str, table.columns))}")
     values = pd.to_numeric(table["um_per_px"], errors="coerce")
     bad = table["photo"][~(values > 0)].astype(str).tolist()
     if bad:

@@ -125,12 +125,14 @@ def render_page(out: Path, particles: pd.DataFrame, samples_table: pd.DataFrame,
         figures = "".join(f"<figure><figcaption>{esc(p.relative_to(out / 'overlays').as_posix()[:-4])}</figcaption>"
                           f"{embed(p)}</figure>" for p in overlays)
         parts.append(section("overlays", "Overlays", "<p>Outlines in class colours; uncertain particles boxed in "
-                             f"yellow with a '?'. Every photo is in overlays/.</p><div class=\"gallery half\">{figures}</div>"))
+                             "yellow with a '?'. Every photo is in overlays/.</p>"
+                             f"<div class=\"gallery half\">{figures}</div>"))
     if skipped:
         parts.append(section("skipped", "Skipped photos", "<ul>" + "".join(f"<li>{esc(i)}: {esc(r)}</li>"
                                                                               for i, r in skipped) + "</ul>"))
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>Sample report</title><style>{CSS}</style></head><body><main>{''.join(parts)}</main></body></html>\n")
+            f"<title>Sample report</title><style>{CSS}</style></head>"
+            f"<body><main>{''.join(parts)}</main></body></html>\n")
 
 
 def scores_html(scores: dict[str, Any]) -> str:

@@ -27,12 +27,14 @@ from tqdm import tqdm
 
 from microplastics.find import detection, measure, samples
 from microplastics.core import fileio
-from microplastics.data.annotations import BoxRecord, crop_box, detect_format, read_annotations, records_by_photo, relative_name
+from microplastics.data.annotations import (BoxRecord, crop_box, detect_format, read_annotations, records_by_photo,
+                                            relative_name)
 from microplastics.core.cli import UserError
 from microplastics.find.finder import FinderSettings, find_particles
 from microplastics.core.images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
-from microplastics.predict.predictor import (Predictor, default_margin, load_predictor, parse_class_map, predict_in_batches,
-                      with_probabilities)
+from microplastics.predict.model_folder import default_margin
+from microplastics.predict.predictor import (Predictor, load_predictor, parse_class_map, predict_in_batches,
+                                             with_probabilities)
 
 FOUND_DIR = "found"
 SAMPLES_CSV = "samples.csv"

@@ -14,7 +14,6 @@ predictions file's rows only), ``robustness.json`` (the summary the report uses)
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,19 +25,17 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from microplastics.data import corruptions, dataset
-from microplastics.core import fileio, provenance
-from microplastics.core.cli import ArgumentParser, UserError, finite_float
+from microplastics.core import fileio, layout, provenance
+from microplastics.core.cli import ArgumentParser, UserError, add_device_argument, finite_float
 from microplastics.core.images import ImageReadError, read_rgb
-from microplastics.results.metrics import compute_metrics
-from microplastics.predict.predictor import (CLASSICAL_FILE, DEEP_FILE, MODEL_FILES, Predictor, classify_photos, load_predictor, resolve_device,
-                      trained_model_file)
+from microplastics.data import corruptions, dataset
+from microplastics.predict.predictor import Predictor, classify_photos, load_predictor
+from microplastics.results.robustness_table import CLEAN, summarise, table_from_predictions
 
-TABLE_NAME = "robustness.csv"
-PREDICTIONS_NAME = "robustness_predictions.csv"
-SUMMARY_NAME = "robustness.json"
-PLOT_NAME = "robustness.png"
-CLEAN = corruptions.CLEAN
+TABLE_NAME = layout.ROBUSTNESS_TABLE
+PREDICTIONS_NAME = layout.ROBUSTNESS_PREDICTIONS
+SUMMARY_NAME = layout.ROBUSTNESS_SUMMARY
+PLOT_NAME = layout.ROBUSTNESS_PLOT
 PHOTO_SUBDIRS = ("raw_img", "images", ".")
 
 
@@ -65,30 +62,6 @@ class Setup:
 def conditions(names: Sequence[str], severities: Sequence[int]) -> list[tuple[str, int]]:
     """The clean condition first, then every (corruption, severity)."""
     return [(CLEAN, 0)] + [(n, s) for n in names for s in severities]
-
-
-def find_model_dirs(results: Path, models: Sequence[str] | None) -> list[Path]:
-    """The model folders named (a path, or a name under ``results``), or every trained one in ``results``;
-    a folder counts only when its training run finished (``predict.trained_model_file``)."""
-    if models:
-        dirs = [Path(m) if Path(m).is_dir() else results / m for m in models]
-        for folder in dirs:  # each one checked before any work
-            trained_model_file(folder)
-        return dirs
-    if not results.is_dir():
-        raise UserError(f"results folder {results} does not exist; train a model first or pass --results")
-    dirs = []
-    for folder in sorted(d for d in results.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        try:
-            trained_model_file(folder)
-            dirs.append(folder)
-        except UserError as err:
-            if any((folder / f).is_file() for f in MODEL_FILES):
-                print(f"note: skipped {err}", file=sys.stderr)
-    if not dirs:
-        raise UserError(f"no trained model folder (with {DEEP_FILE} or {CLASSICAL_FILE}, and metrics.json) in "
-                        f"{results}; train a model first")
-    return dirs
 
 
 def locate_photos(candidates: Iterable[Path | None], photo_names: Iterable[str]) -> Path | None:
@@ -226,35 +199,6 @@ def score_model(predictor: Predictor, setup: Setup) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- tables, summary, plot
 
-def table_from_predictions(predictions: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
-    """robustness.csv: one row per condition, scored from the prediction rows alone."""
-    rows = []
-    for (name, severity), group in predictions.groupby(["corruption", "severity"], sort=False):
-        scores = compute_metrics(group["true"].tolist(), group["pred"].tolist(), classes)
-        rows.append({"corruption": name, "severity": int(severity), "accuracy": scores["accuracy"],
-                     "macro_f1": scores["macro_f1"], "n": scores["n"],
-                     "applied_to": ",".join(sorted(group["applied_to"].unique()))})
-    return pd.DataFrame(rows, columns=["corruption", "severity", "accuracy", "macro_f1", "n", "applied_to"])
-
-
-def summarise(table: pd.DataFrame) -> dict[str, Any]:
-    """Clean macro-F1, mean macro-F1 over all corrupted conditions and the relative drop."""
-    clean = table.loc[table["corruption"] == CLEAN, "macro_f1"]
-    corrupted = table.loc[table["corruption"] != CLEAN]
-    clean_f1 = float(clean.iloc[0]) if len(clean) else float("nan")
-    mean_f1 = float(corrupted["macro_f1"].mean()) if len(corrupted) else float("nan")
-    worst = corrupted.loc[corrupted["macro_f1"].idxmin()] if len(corrupted) else None
-    per_corruption = corrupted.groupby("corruption", sort=False)["macro_f1"].mean()
-    return {
-        "clean_macro_f1": clean_f1,
-        "mean_corrupted_macro_f1": mean_f1,
-        "relative_drop": (clean_f1 - mean_f1) / clean_f1 if clean_f1 > 0 else float("nan"),
-        "worst_condition": None if worst is None else f"{worst['corruption']}@{int(worst['severity'])}",
-        "worst_macro_f1": None if worst is None else float(worst["macro_f1"]),
-        "per_corruption_mean_macro_f1": {k: float(v) for k, v in per_corruption.items()},
-    }
-
-
 def plot_table(table: pd.DataFrame, path: Path, title: str) -> None:
     """Macro-F1 against severity, one line per corruption, each starting at the clean score."""
     from microplastics.core.plots import plt, save_figure
@@ -290,12 +234,6 @@ def write_outputs(model_dir: Path, model: str, predictions: pd.DataFrame, classe
     return summary
 
 
-def read_table(model_dir: str | Path) -> pd.DataFrame | None:
-    """A model folder's robustness.csv, or None when robustness.py has not been run on it."""
-    path = Path(model_dir) / TABLE_NAME
-    return pd.read_csv(path) if path.is_file() else None
-
-
 # ---------------------------------------------------------------- command line
 
 def evaluate_model(model_dir: Path, setup: Setup, device: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -318,7 +256,7 @@ def evaluate_model(model_dir: Path, setup: Setup, device: str, run: dict[str, An
 
 
 def _check_fingerprint(model_dir: Path, setup: Setup) -> None:
-    recorded = fileio.read_json_dict(model_dir / "metrics.json", "rerun that model").get("split_fingerprint")
+    recorded = fileio.read_json_dict(model_dir / layout.METRICS_NAME, "rerun that model").get("split_fingerprint")
     manifest = dataset.load_manifest(setup.data_dir)
     if recorded and recorded != dataset.split_fingerprint(manifest, "test"):
         raise UserError(f"{model_dir} was evaluated on another test split than {setup.data_dir} "
@@ -336,8 +274,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         examples=["python robustness.py --model rf --model vgg16 --photos MICRO",
                   "python robustness.py --corruptions defocus_blur darker --severities 1 3",
                   "python robustness.py --model results/resnet50 --limit-photos 20   # a quick look"])
-    parser.add_argument("--data", default="processed_MICRO", help="processed data folder (default: %(default)s)")
-    parser.add_argument("--results", default="results", help="folder of model folders (default: %(default)s)")
+    parser.add_argument("--data", default=layout.DATA_DIR, help="processed data folder (default: %(default)s)")
+    parser.add_argument("--results", default=layout.RESULTS_DIR, help="folder of model folders (default: %(default)s)")
     parser.add_argument("--model", action="append", metavar="DIR",
                         help="model folder, or a name under --results; repeat for several (default: every "
                              "trained folder in --results)")
@@ -355,7 +293,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit-photos", type=int, default=0, metavar="N",
                         help="score only N test photos drawn with --seed (quick runs; default: all)")
     parser.add_argument("--batch-size", type=int, default=32, help="crops per prediction batch (default: %(default)s)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    add_device_argument(parser)
     parser.add_argument("--seed", type=int, default=42, help="seed of the random corruptions (default: %(default)s)")
     return parser
 
@@ -368,9 +306,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--margin must be a number >= 0 (a fraction of the box size), got {args.margin}")
     corruptions.resolve_names(args.corruptions)  # a typo fails before anything loads
     corruptions.resolve_severities(args.severities)
-    model_dirs = find_model_dirs(Path(args.results), args.model)
+    notes: list[str] = []
+    model_dirs = layout.find_model_dirs(args.results, args.model, require=layout.TRAINED_MODEL, notes=notes,
+                                        named_paths=True)
+    layout.print_notes(notes)
     setup = build_setup(args)
-    device = resolve_device(args.device)
+    from microplastics.deep.engine import resolve_device  # torch loads only here, after the checks
+
+    device = str(resolve_device(args.device))
     print(f"scoring {len(setup.test)} test crops of {setup.test['source_image'].nunique()} photos under "
           f"{len(setup.conditions)} conditions; corruptions applied to each {setup.applied_to}"
           + (f" (photos from {setup.photo_dir})" if setup.photo_dir else " (test photos not found)"))

@@ -14,12 +14,13 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from microplastics.results import caveats, figures, stats
-from microplastics.core import fileio
+from microplastics.results import caveats, robustness_table, stats
+from microplastics.core import fileio, layout
 from microplastics.explain import localisation
-from microplastics.results.report import (SCORE_LABELS, SETTING_KEYS, ModelResult, Report, baseline_row, baseline_settings, fmt, fmt_p,
-                      fmt_seconds, interval_remark, is_exact, missing, per_class_frame)
-from microplastics.results.report import class_report_frame, describe_settings, stage_runs, unrecorded_stages
+from microplastics.results.comparison import (SCORE_LABELS, SETTING_KEYS, ModelResult, Report, baseline_row,
+                                          baseline_settings, fmt, fmt_p, fmt_seconds, interval_remark, is_exact,
+                                          missing, per_class_frame)
+from microplastics.results.comparison import class_report_frame, describe_settings, stage_runs, unrecorded_stages
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -171,7 +172,7 @@ def localisation_section(models: Sequence[ModelResult]) -> str:
 
 def overlay_figure(report: Report, page_dir: Path) -> str:
     """The models' validation curves in one figure (report.py draws it), when there is one."""
-    path = report.results_dir / figures.VALIDATION_CURVES_NAME
+    path = report.results_dir / layout.VALIDATION_CURVES
     if not path.is_file():
         return ""
     return "<h3>Validation curves of every deep model</h3>" + gallery([("validation loss and accuracy", path)],
@@ -400,7 +401,7 @@ def per_class_section(report: Report, page_dir: Path, notes: list[str]) -> str:
     return section("per-class", "Per class", body)
 
 
-MODEL_FILES = ("classification_report.txt", "metrics.json", "predictions.csv")
+MODEL_FILES = (layout.REPORT_NAME, layout.METRICS_NAME, layout.PREDICTIONS_NAME)
 
 
 def class_reports_section(report: Report, page_dir: Path) -> str:
@@ -482,14 +483,12 @@ def agrees(written: pd.DataFrame, recomputed: pd.DataFrame, tolerance: float = 1
 
 def robustness_frame(models: Sequence[ModelResult]) -> pd.DataFrame | None:
     """Models x (clean macro F1, mean under corruption, relative drop, worst, per corruption)."""
-    from microplastics.predict import robustness  # only when a robustness.csv exists: it pulls in OpenCV
-
     rows = {}
     for m in models:
-        table_ = robustness.read_table(m.folder)
+        table_ = robustness_table.read_table(m.folder)
         if table_ is None or table_.empty:
             continue
-        s = robustness.summarise(table_)
+        s = robustness_table.summarise(table_)
         rows[m.name] = {"clean macro F1": s["clean_macro_f1"], "mean macro F1 corrupted": s["mean_corrupted_macro_f1"],
                         "relative drop": s["relative_drop"], "worst condition": s["worst_condition"],
                         "worst macro F1": s["worst_macro_f1"],
@@ -498,7 +497,7 @@ def robustness_frame(models: Sequence[ModelResult]) -> pd.DataFrame | None:
 
 
 def robustness_section(report: Report, page_dir: Path) -> str:
-    if not any((m.folder / "robustness.csv").is_file() for m in report.models):
+    if not any((m.folder / layout.ROBUSTNESS_TABLE).is_file() for m in report.models):
         return ""
     frame = robustness_frame(report.models)
     if frame is None:
@@ -506,7 +505,8 @@ def robustness_section(report: Report, page_dir: Path) -> str:
     intro = ("<p class=\"muted\">Each model's robustness.csv (robustness.py): macro F1 on the clean test split, "
              "its mean over every corruption and severity, the relative drop, the worst condition, and the mean "
              "macro F1 per corruption. Green: best of each column (smallest drop).</p>")
-    plots = [(m.name, m.folder / "robustness.png") for m in report.models if (m.folder / "robustness.png").is_file()]
+    plots = [(m.name, m.folder / layout.ROBUSTNESS_PLOT) for m in report.models
+             if (m.folder / layout.ROBUSTNESS_PLOT).is_file()]
     body = intro + frame_table(frame, "model", highlight=True, lower_better={"relative drop"})
     return section("robustness", "Robustness", body + (gallery(plots, page_dir) if plots else ""))
 

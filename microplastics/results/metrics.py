@@ -15,13 +15,10 @@ import pandas as pd
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
 from microplastics.core import fileio
+from microplastics.core.layout import CONFUSION_NAME, METRICS_NAME, PREDICTIONS_NAME, REPORT_NAME
 from microplastics.core.cli import UserError
 from microplastics.results.stats import SCORES
 
-METRICS_NAME = "metrics.json"
-PREDICTIONS_NAME = "predictions.csv"
-REPORT_NAME = "classification_report.txt"
-CONFUSION_NAME = "confusion_matrix.png"
 
 
 def per_class_iou(cm: np.ndarray) -> np.ndarray:
@@ -51,7 +48,8 @@ def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], classes: Seque
     iou = per_class_iou(cm)
     n = int(len(y_true))
     macro = precision_recall_fscore_support(y_true, y_pred, labels=present_labels, average="macro", zero_division=0)
-    weighted = precision_recall_fscore_support(y_true, y_pred, labels=present_labels, average="weighted", zero_division=0)
+    weighted = precision_recall_fscore_support(y_true, y_pred, labels=present_labels, average="weighted",
+                                               zero_division=0)
     return {
         "n": n,
         "accuracy": float(np.mean(y_true == y_pred)) if n else float("nan"),
@@ -103,7 +101,8 @@ def write_evaluation(out_dir: str | Path, *, model: str, classes: Sequence[str],
                "weights": weights, "train_seconds": train_seconds, **(extra or {})}
     fileio.write_json(out_dir / METRICS_NAME, metrics)
     report = classification_report(y_true, y_pred, labels=classes, digits=4, zero_division=0)
-    fileio.write_text(out_dir / REPORT_NAME, f"{model} on the {split} split (n={scores['n']})\n\n{report}{report_footer}")
+    fileio.write_text(out_dir / REPORT_NAME,
+                      f"{model} on the {split} split (n={scores['n']})\n\n{report}{report_footer}")
     save_confusion_matrix(np.array(scores["confusion_matrix"]), classes, out_dir / CONFUSION_NAME,
                           title=f"{model}: {split} split, accuracy {scores['accuracy']:.3f}")
     return metrics
@@ -134,15 +133,6 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
 
 SCORE_KEYS = ("n", *SCORES)
 AGREEMENT_TOLERANCE = 1e-6
-
-
-def run_finished(model_dir: str | Path) -> bool:
-    """Whether a model folder holds a finished run: the one rule of every stage that reads one.
-
-    A run writes metrics.json after testing, and its folder appears whole (it is staged); a
-    folder with best.pt and last.pt but no metrics.json is a run that never finished.
-    """
-    return (Path(model_dir) / METRICS_NAME).is_file()
 
 
 def load_metrics(model_dir: str | Path) -> dict[str, Any]:

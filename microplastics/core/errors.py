@@ -1,0 +1,10 @@
+"""The typed error of bad input, shared by the library and the command-line layer."""
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """A problem with a person's input or environment (a file, a folder, a value) that they can fix.
+
+    The message says what is wrong and how to fix it. Library modules raise it or a subclass;
+    the command-line layer (``core.cli.run``) shows it as one line ``error: ...``, exit status 2.
+    """
