@@ -622,7 +622,7 @@ def test_every_stage_records_its_command_and_versions(tmp_path):
     import shlex
     for script, (_, argv) in runs.items():
         assert shlex.join(["python", script, *argv]).replace("'", "&#x27;") in block
-    assert "python report.py" in block and f"<td class=\"text\">{sklearn.__version__}</td>" in block
+    assert "python report.py" in block and f"<b>scikit-learn</b>&nbsp;{sklearn.__version__}" in block
     assert block.index("data-extraction.py") < block.index("data-preprocessing.py") < block.index("ml-baselines.py")
 
 
