@@ -206,7 +206,7 @@ def plot_curves(out_dir: Path, history: list[dict[str, float]], title: str, best
     from microplastics.core.plots import plt, save_figure
 
     frame = pd.DataFrame(history)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), layout="constrained")
     for ax, key in zip(axes, ("loss", "acc")):
         ax.plot(frame["epoch"], frame[f"train_{key}"], marker="o", label="train")
         ax.plot(frame["epoch"], frame[f"val_{key}"], marker="o", label="val")
@@ -215,8 +215,9 @@ def plot_curves(out_dir: Path, history: list[dict[str, float]], title: str, best
                        label=f"chosen: epoch {best_epoch} (lowest val loss)")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss" if key == "loss" else "accuracy")
-        ax.legend()
         ax.grid(alpha=0.3)
+    # one legend under both plots, where it hides no curve
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
     fig.suptitle(title)
     save_figure(fig, out_dir / CURVES_NAME)
 
