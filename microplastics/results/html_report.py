@@ -49,8 +49,9 @@ pre.commands{background:#fff;border:1px solid #dde3ea;padding:8px 12px;white-spa
 font-size:12px}
 @media print{
 body{background:#fff;font-size:10pt}main{max-width:none;padding:0}nav{display:none}
-.scroll{overflow:visible}table{font-size:8pt;page-break-inside:auto}th,td{padding:2px 4px}tr{break-inside:avoid}
-.ci{font-size:7pt}figure,.reports>div,.lead,.banner,pre.commands{break-inside:avoid;page-break-inside:avoid}
+.scroll{overflow:visible}table{font-size:7.5pt;page-break-inside:auto;max-width:100%}th,td{padding:1px 3px}
+tr{break-inside:avoid}td.text{overflow-wrap:anywhere}
+.ci{font-size:6.5pt;white-space:normal}figure,.reports>div,.lead,.banner,pre.commands{break-inside:avoid;page-break-inside:avoid}
 figure img{max-height:24cm;width:auto;max-width:100%}h2,h3{break-after:avoid;page-break-after:avoid}
 .gallery.small figure{width:calc(50% - 10px)}.gallery.half figure{width:100%}a{color:inherit;text-decoration:none}
 }
