@@ -120,8 +120,9 @@ endif
 $(MANIFEST): $(RAW_READY) $(DEPS_data-preprocessing.py) $(call FLAGS,PREPROCESS_FLAGS)
 	$(PY) data-preprocessing.py --input $(RAW) --output $(DATA) $(PREPROCESS_FLAGS)
 
+# --grid-size 0: prediction.py draws every model's grid, the classical ones' included (one grid each).
 $(foreach m,$(BASELINE_MODELS),$(RESULTS)/$(m)/metrics.json) &: $(MANIFEST) $(DEPS_ml-baselines.py) $(call FLAGS,BASELINE_FLAGS)
-	$(PY) ml-baselines.py --data $(DATA) --results $(RESULTS) $(BASELINE_FLAGS)
+	$(PY) ml-baselines.py --data $(DATA) --results $(RESULTS) --grid-size 0 $(BASELINE_FLAGS)
 
 define deep_model_rules
 $(RESULTS)/$(1)/metrics.json: $(MANIFEST) $(DEPS_$(SCRIPT_$(1))) $(call FLAGS,DEEP_FLAGS) $(call FLAGS,$(1)_FLAGS)

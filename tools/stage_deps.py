@@ -31,8 +31,9 @@ def module_name(root: Path, path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported_modules(root: Path, path: Path) -> set[str]:
-    """Dotted names of the package's modules that ``path`` imports (and their parent packages)."""
+def imported_names(root: Path, path: Path) -> set[str]:
+    """Every absolute dotted name ``path`` imports anywhere (inside functions too): modules, and
+    ``module.name`` for each name taken ``from`` a module (it may be a sub-module)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     current = module_name(root, path) if path.parent != root else ""
     package = current if path.name == "__init__.py" else current.rpartition(".")[0]
@@ -47,8 +48,13 @@ def imported_modules(root: Path, path: Path) -> set[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)  # ``from pkg import module``
+    return found
+
+
+def imported_modules(root: Path, path: Path) -> set[str]:
+    """Dotted names of the package's modules that ``path`` imports (and their parent packages)."""
     names = set()
-    for name in found:
+    for name in imported_names(root, path):
         if name == PACKAGE or name.startswith(PACKAGE + "."):
             parts = name.split(".")
             names.update(".".join(parts[: i + 1]) for i in range(len(parts)))

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from microplastics.core import fileio
 from microplastics.core.cli import UserError
 from microplastics.data.dataset import settings_digest
-from microplastics.core.images import ImageReadError, read_rgb
+from microplastics.core.images import ImageReadError, border_pixels, read_rgb
 
 FEATURE_KINDS = ("original", "full", "robust")
 # Bump when a feature's definition changes: old caches then miss instead of being reused.
@@ -287,13 +287,6 @@ def robust_features(rgb_native: np.ndarray) -> np.ndarray:
              mask_shape(mask), fixed_scale_texture(z, mask)]
     vector = np.concatenate(parts).astype(np.float64)
     return np.nan_to_num(vector, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def border_pixels(image: np.ndarray, width: int = 2) -> np.ndarray:
-    """The pixels of the crop's outer frame: mostly background, since boxes hug their particle."""
-    frame = np.ones(image.shape[:2], dtype=bool)
-    frame[width:-width, width:-width] = False
-    return image[frame]
 
 
 def normalised_intensity(gray: np.ndarray) -> np.ndarray:

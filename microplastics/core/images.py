@@ -65,3 +65,10 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def border_pixels(image: np.ndarray, width: int = 2) -> np.ndarray:
+    """The pixels of the crop's outer frame: mostly background, since boxes hug their particle."""
+    frame = np.ones(image.shape[:2], dtype=bool)
+    frame[width:-width, width:-width] = False
+    return image[frame]

@@ -25,6 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from microplastics.core.cli import UserError, one_line
+from microplastics.core.errors import InputError
 
 SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 MAX_UNPACKED_BYTES = 20 * 10**9  # the default cap on the unpacked size; MICRO unpacks to well under 1 GB
@@ -33,7 +34,7 @@ RATIO_FLOOR = 64 * 2**20  # below 64 MiB unpacked, a high ratio harms nothing (t
 MAX_ENTRIES = 1_000_000
 
 
-class UnsafeArchiveError(UserError):
+class UnsafeArchiveError(InputError):
     """An archive entry would land outside the target folder."""
 
 

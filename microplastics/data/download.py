@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from microplastics.data.archive import archive_stem
 from microplastics.core.cli import UserError, one_line
+from microplastics.core.errors import InputError
 
 FIGSHARE_API = "https://api.figshare.com/v2"
 DEEPPARTICLE_ARTICLE = 26511253
@@ -30,7 +31,7 @@ _CONNECTION_HINTS = (
 )
 
 
-class NetworkError(UserError):
+class NetworkError(InputError):
     """The network or a server failed (offline, DNS, timeout, HTTP error), not the user's input."""
 
 

@@ -9,7 +9,6 @@ only the head, because the frozen backbone never changes and can weigh half a gi
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +19,7 @@ from torch import nn
 
 from microplastics.core import fileio
 from microplastics.core.cli import UserError, one_line
-from microplastics.deep.models import ArchSpec, get_spec
+from microplastics.deep.models import ArchSpec, get_spec, load_weights_only
 from microplastics.deep.precision import autocast_for, memory_format_for, resolve_precision
 from microplastics.deep.transforms import EvalPreset, batch_tensor
 
@@ -47,19 +46,6 @@ def load(path: str | Path) -> dict[str, Any]:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise UserError(f"{path} is not a checkpoint of this project (format {FORMAT})")
     return obj
-
-
-def load_weights_only(path: str | Path, remedy: str) -> Any:
-    """``torch.load(path, weights_only=True)``; a file it refuses or cannot read is one UserError line
-    ending in ``remedy`` (never torch's advice to retry with weights_only=False, which runs the file's code)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"{path} is not a checkpoint of this project: it holds objects other than tensors and "
-                        f"plain values, and must not be loaded unsafely; {remedy}") from None
-    except Exception as err:
-        raise UserError(f"{path} is not a readable checkpoint (truncated or damaged: {type(err).__name__}); "
-                        f"{remedy}") from None
 
 
 def check_keys(ckpt: dict[str, Any], path: str | Path, keys: dict[str, type | tuple[type, ...]]) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import io
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +38,19 @@ LITE0 = "efficientnet_lite0"  # timm's tf_efficientnet_lite0, ImageNet weights f
 
 # Families whose heads or feature maps this registry does not know how to split or explain.
 _UNSUPPORTED_PREFIXES = ("swin", "maxvit", "inception", "googlenet")
+
+
+def load_weights_only(path: str | Path, remedy: str) -> Any:
+    """``torch.load(path, weights_only=True)``; a file it refuses or cannot read is one UserError line
+    ending in ``remedy`` (never torch's advice to retry with weights_only=False, which runs the file's code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"{path} is not a checkpoint of this project: it holds objects other than tensors and "
+                        f"plain values, and must not be loaded unsafely; {remedy}") from None
+    except Exception as err:
+        raise UserError(f"{path} is not a readable checkpoint (truncated or damaged: {type(err).__name__}); "
+                        f"{remedy}") from None
 
 
 class Classifier(nn.Module):
@@ -224,7 +238,6 @@ def file_sha256(path: str | Path) -> str:
 def load_pretrained_state(spec: ArchSpec, weights: str, image_size: int) -> dict[str, torch.Tensor]:
     """State dict of the torchvision model (original head) from ImageNet or a file."""
     if weights == "imagenet" and spec.packaged:
-        from microplastics.deep.checkpoint import load_weights_only  # checkpoint imports this module
         # read from disk, no network ever; a damaged file is one line like any other weights file
         state = lite0.to_timm(load_weights_only(_packaged_file(), f"reinstall {lite0.WEIGHTS_PACKAGE}"))
     elif weights == "imagenet":
@@ -243,8 +256,6 @@ def load_pretrained_state(spec: ArchSpec, weights: str, image_size: int) -> dict
                 f"(set TORCH_HOME to choose another cache folder: $TORCH_HOME/hub/checkpoints/{target.name}), "
                 f"or use --weights PATH (a state_dict file) or --weights none") from None
     else:
-        from microplastics.deep.checkpoint import load_weights_only  # checkpoint imports this module
-
         state = load_weights_only(weights_file(weights), "pass a state_dict file or a best.pt as --weights")
         if isinstance(state, dict) and "state_dict" in state and "arch" in state:
             # One of our own checkpoints: take its backbone, the head depends on the classes.

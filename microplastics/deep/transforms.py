@@ -21,7 +21,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from microplastics.data.augment import robust_steps
-from microplastics.classical.features import border_pixels
+from microplastics.core.images import border_pixels
 from microplastics.deep.models import IMAGENET_MEAN, IMAGENET_STD
 
 TRAIN_AUGMENTS = ("study", "robust")  # --augment of the deep scripts; "study" is the original preset
