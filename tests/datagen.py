@@ -74,3 +74,16 @@ def make_processed(root: str | Path, per_class: int | Sequence[int] = 12, size: 
                "skipped": {}, "manifest_digest": manifest_digest(root)}
     (root / "summary.json").write_text(json.dumps(summary))
     return root
+
+
+def train_tiny_models(data_dir: Path, out: Path) -> Path:
+    """A deep model (resnet18, 32 px, one epoch) and a classical one (rf) trained into ``out`` by the real stages."""
+    from microplastics.classical.baselines import main as baselines_main  # heavy: only for the tests that train
+    from microplastics.deep.stage import main_for
+
+    main_for("resnet50")(["--data", str(data_dir), "--results", str(out), "--arch", "resnet18",
+                          "--epochs", "1", "--image-size", "32", "--weights", "none", "--workers", "0",
+                          "--device", "cpu", "--aug-views", "0"])
+    baselines_main(["--data", str(data_dir), "--results", str(out), "--models", "rf", "--workers", "1",
+                    "--grid-size", "0", "--no-cache"])
+    return out

@@ -6,10 +6,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from fake_figshare import closed_port, micro_files, serve, tar_bytes
-from microplastics.data import download, extraction, origin
+
 from microplastics.core.cli import UserError
+from microplastics.data import download, extraction, origin
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = tar_bytes(micro_files(3))
@@ -155,7 +155,7 @@ def test_gdrive_failure_is_one_clean_line(tmp_path, monkeypatch):
 def test_gdrive_mirror(tmp_path, monkeypatch, layout):
     import gdown
 
-    def fake_folder(id, output, **kwargs):  # noqa: A002 - gdown's keyword
+    def fake_folder(id, output, **kwargs):
         assert id == download.GDRIVE_FOLDER
         files = {NAME: DATA} if layout == "subset archive" else micro_files(3)
         for name, data in files.items():
@@ -213,3 +213,12 @@ def test_out_that_would_delete_the_archive_or_cwd_is_refused(tmp_path, monkeypat
     with pytest.raises(UserError, match="holds the current folder"):
         extraction.main(["--out", str(tmp_path), "--archive", str(src), "--force"])
     assert src.exists()
+
+
+def test_synthetic_randomise(tmp_path, capsys):
+    extraction.main(_args(tmp_path, "--synthetic", "--randomise", "--n-images", "2", "--seed", "3"))
+    out = tmp_path / "MICRO"
+    assert "domain-randomised" in capsys.readouterr().out
+    assert origin.read_origin(out)["randomised"] is True
+    with pytest.raises(UserError, match="--randomise applies to --synthetic"):
+        extraction.main(_args(tmp_path, "--randomise", "--out", str(tmp_path / "X")))

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from datagen import train_tiny_models
 from PIL import Image
 
 from microplastics.core import layout
 from microplastics.predict import prediction, predictor as predict
+from microplastics.predict.external import score_particles
 from microplastics.results import grids
-from microplastics.classical.baselines import main as baselines_main
 from microplastics.core.cli import run
 from microplastics.data.synthetic import write_synthetic_micro
-from microplastics.deep.stage import main_for
 
 MODELS = ("resnet18", "rf")
 
@@ -24,13 +24,7 @@ MODELS = ("resnet18", "rf")
 @pytest.fixture(scope="module")
 def results(processed_dir, tmp_path_factory) -> Path:
     """A deep model and a classical one, trained tiny through the real scripts' main functions."""
-    out = tmp_path_factory.mktemp("predict_results")
-    main_for("resnet50")(["--data", str(processed_dir), "--results", str(out), "--arch", "resnet18",
-                          "--epochs", "1", "--image-size", "32", "--weights", "none", "--workers", "0",
-                          "--device", "cpu", "--aug-views", "0"])
-    baselines_main(["--data", str(processed_dir), "--results", str(out), "--models", "rf", "--workers", "1",
-                    "--grid-size", "0", "--no-cache"])
-    return out
+    return train_tiny_models(processed_dir, tmp_path_factory.mktemp("predict_results"))
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +125,8 @@ def test_photos_mode_rows_and_metrics_match_a_hand_count(results, micro, tmp_pat
 def test_class_map_brings_renamed_labels_into_scoring(results, micro):
     predictor = predict.load_predictor(results / "rf")
     frame = predict.classify_photos(predictor, micro)
-    plain = predict.score_particles(frame, predictor.classes)
-    mapped = predict.score_particles(frame, predictor.classes, {"noise": "hard", "reference": "foam"})
+    plain = score_particles(frame, predictor.classes)
+    mapped = score_particles(frame, predictor.classes, {"noise": "hard", "reference": "foam"})
     assert mapped.unknown_classes == {}
     assert mapped.scored.sum() == len(frame) == plain.scored.sum() + sum(plain.unknown_classes.values())
 

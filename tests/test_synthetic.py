@@ -1,6 +1,7 @@
 """The synthetic MICRO generator: layout, TSV format, determinism, class balance, class looks."""
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -9,10 +10,18 @@ import cv2
 import numpy as np
 import pytest
 
-from microplastics.data.annotations import read_annotations
 from microplastics.core.cli import UserError
 from microplastics.core.images import read_rgb
-from microplastics.data.synthetic import CLASSES, HEADER, draw_particle, photo_classes, write_synthetic_micro
+from microplastics.data.annotations import read_annotations
+from microplastics.data.origin import read_origin
+from microplastics.data.synthetic import (
+    CLASSES,
+    HEADER,
+    draw_particle,
+    draw_photo,
+    photo_classes,
+    write_synthetic_micro,
+)
 
 N_PHOTOS = 12
 SIZE = (480, 640)
@@ -143,3 +152,67 @@ def test_bad_arguments(tmp_path):
         write_synthetic_micro(tmp_path / "x", n_images=0)
     with pytest.raises(UserError, match="160x160"):
         write_synthetic_micro(tmp_path / "y", n_images=1, image_size=(64, 64))
+
+
+# ---------------------------------------------------------------- domain randomisation
+
+def test_plain_photos_unchanged_by_the_randomised_preset():
+    # Digests of the plain generator's pixels before the randomised preset existed: the demo's
+    # photos (and every figure computed from them) must stay the same.
+    for index, digest in ((0, "d44ff09bfea67f18"), (5, "82908b3d095e632a"), (7, "79217deab56fe896")):
+        image, _rows = draw_photo(42, index, (480, 640))
+        assert hashlib.sha256(image.tobytes()).hexdigest()[:16] == digest
+
+
+def test_randomised_photos_are_seeded():
+    a, rows_a = draw_photo(3, 2, (240, 320), randomise=True)
+    b, rows_b = draw_photo(3, 2, (240, 320), randomise=True)
+    assert np.array_equal(a, b) and rows_a == rows_b
+    c, _ = draw_photo(4, 2, (240, 320), randomise=True)
+    assert not np.array_equal(a, c)
+    plain, _ = draw_photo(3, 2, (240, 320))
+    assert not np.array_equal(a, plain)
+
+
+def _background_colour(image: np.ndarray, rows: list) -> np.ndarray:
+    """Median colour of the pixels outside every box and inside the field of view."""
+    free = np.ones(image.shape[:2], bool)
+    for _label, (r0, c0, r1, c1) in rows:
+        free[r0:r1, c0:c1] = False
+    free &= image.mean(axis=-1) > 25  # not the black outside a round field stop
+    return np.median(image[free], axis=0)
+
+
+def test_randomised_backgrounds_vary_far_more_than_plain_ones():
+    def spread(randomise: bool) -> float:
+        colours = [_background_colour(*draw_photo(11, i, (200, 260), randomise=randomise)) for i in range(10)]
+        return float(np.std(np.stack(colours), axis=0).mean())
+    plain, randomised = spread(False), spread(True)
+    assert randomised > 25 and randomised > 2 * plain, (plain, randomised)
+
+
+def test_randomised_fibres_include_thin_faint_ones():
+    # Fibre boxes: the plain ones are drawn 1.4-3.2 px wide at full opacity; the randomised preset
+    # draws many thinner and fainter ones, which show as a lower darkest-pixel contrast.
+    def contrasts(randomise: bool) -> list[float]:
+        out = []
+        for i in range(12):
+            image, rows = draw_photo(5, i, (240, 320), randomise=randomise)
+            grey = image.mean(axis=-1)
+            for label, (r0, c0, r1, c1) in rows:
+                if label == "line":
+                    crop = grey[r0:r1, c0:c1]
+                    out.append(float(np.median(crop) - crop.min()) / max(float(np.median(crop)), 1.0))
+        return out
+    plain, randomised = contrasts(False), contrasts(True)
+    assert len(randomised) >= 8
+    assert np.median(randomised) < np.median(plain), (np.median(plain), np.median(randomised))
+
+
+def test_randomised_folder_records_it(tmp_path):
+    summary = write_synthetic_micro(tmp_path / "R", n_images=2, seed=1, image_size=(200, 240), randomise=True)
+    assert summary["randomised"] is True
+    assert read_origin(tmp_path / "R")["randomised"] is True
+    assert "domain-randomised" in (tmp_path / "R" / "README.txt").read_text()
+    boxes = read_annotations(tmp_path / "R", "auto").records
+    assert len(boxes) == summary["boxes"] > 0

@@ -31,8 +31,10 @@ from sklearn.svm import SVC
 from microplastics.data import dataset
 from microplastics.core import fileio, provenance
 from microplastics.results import metrics
-from microplastics.core.cli import ArgumentParser, UserError, add_workers_argument, one_line
+from microplastics.core.cli import ArgumentParser, UserError, add_workers_argument, finite_float, one_line
 from microplastics.data.augment import AUGMENT_CHOICES
+from microplastics.data.scale import check_scale_augment
+from microplastics.data.mixing import check_fraction, mixed_train
 from microplastics.classical.features import (FEATURE_KINDS, FeatureSettings, augmented_features, dataset_features,
                                               extract_features, feature_names)
 from microplastics.results.grids import pick_rows, save_prediction_grid
@@ -56,6 +58,7 @@ TRUSTED_TYPES = ("imblearn.pipeline.Pipeline", "imblearn.base.FunctionSampler",
                  "microplastics.data.balance.smote_resample",
                  "microplastics.classical.baselines.smote_resample", "sklearn.tree._tree.Tree",
                  "sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration")
+SHAPE_CUES_DEFAULT = "on"  # measured on mp100: docs/scale.md
 VAL_KEYS = ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1", "mean_iou")
 
 
@@ -194,21 +197,28 @@ class SplitData:
     X: np.ndarray
 
 
-def load_features(data_dir: Path, settings: FeatureSettings, workers: int,
-                  use_cache: bool) -> tuple[pd.DataFrame, dict[str, SplitData], dict[str, Any]]:
-    """Manifest, features per split and how they were obtained (cache hit, seconds)."""
+def load_features(data_dir: Path, settings: FeatureSettings, workers: int, use_cache: bool,
+                  mix_synthetic: float = 0.0,
+                  seed: int = 42) -> tuple[pd.DataFrame, dict[str, SplitData], dict[str, Any]]:
+    """Manifest, features per split and how they were obtained (cache hit, seconds, what was mixed in).
+
+    The train split holds the synthetic crops ``mix_synthetic`` asks for after its real ones; val and
+    test hold real crops only."""
     manifest = dataset.load_manifest(data_dir)
     start = time.perf_counter()
     digest = dataset.manifest_digest(data_dir)
     X, cached = dataset_features(data_dir, manifest["path"].tolist(), digest, settings,
                                  workers=workers, use_cache=use_cache)
     seconds = time.perf_counter() - start
+    row_of = {p: i for i, p in enumerate(manifest["path"])}
+    train, mixed = mixed_train(manifest, mix_synthetic, seed)
     splits = {}
     for split in dataset.SPLITS:
-        mask = (manifest["split"] == split).to_numpy()
-        rows = manifest[mask]
-        splits[split] = SplitData(rows["path"].tolist(), rows["label"].tolist(), X[mask])
-    return manifest, splits, {"from_cache": cached, "seconds": round(seconds, 3), "manifest_digest": digest}
+        rows = train if split == "train" else dataset.split_frame(manifest, split)
+        index = [row_of[p] for p in rows["path"]]
+        splits[split] = SplitData(rows["path"].tolist(), rows["label"].tolist(), X[index])
+    return manifest, splits, {"from_cache": cached, "seconds": round(seconds, 3), "manifest_digest": digest,
+                              "mix_synthetic": mixed}
 
 
 def check_training_data(train: SplitData, test: SplitData, models: Sequence[str]) -> None:
@@ -230,7 +240,8 @@ def check_training_data(train: SplitData, test: SplitData, models: Sequence[str]
 
 def train_one(name: str, args: argparse.Namespace, classes: list[str], splits: dict[str, SplitData],
               settings: FeatureSettings, fingerprint: str, extra_config: dict[str, Any],
-              train_extra: tuple[np.ndarray, list[str]] | None = None) -> dict[str, Any]:
+              train_extra: tuple[np.ndarray, list[str]] | None = None,
+              crop_um_per_px: float | None = None) -> dict[str, Any]:
     """Fit (on the train split plus ``train_extra``, augmented copies), score on val and test, and write
     ``results/<name>/`` in one swap."""
     train, val, test = splits["train"], splits["val"], splits["test"]
@@ -239,7 +250,10 @@ def train_one(name: str, args: argparse.Namespace, classes: list[str], splits: d
     pipeline.fit(*training_matrix(train, train_extra))
     train_seconds = round(time.perf_counter() - start, 3)
     model = ClassicalModel(name=name, classes=classes, pipeline=pipeline, settings=settings,
-                           info={"balance": args.balance, "seed": args.seed})
+                           info={"balance": args.balance, "seed": args.seed,
+                                 # the scale of the training crops: new photos' crops are resampled to it
+                                 "crop_um_per_px": crop_um_per_px,
+                                 "mix_synthetic": extra_config.get("mix_synthetic", {}).get("fraction", 0.0)})
     final = Path(args.results) / name
     with fileio.staged_dir(final) as stage:
         model.save(stage / MODEL_FILE)
@@ -250,7 +264,7 @@ def train_one(name: str, args: argparse.Namespace, classes: list[str], splits: d
             y_pred=model.labels(test_probs), probs=test_probs, split_fingerprint=fingerprint, weights=WEIGHTS,
             train_seconds=train_seconds,
             extra={"features": settings.kind, "balance": args.balance, "augment": args.augment,
-                   "val": val_summary})
+                   "mix_synthetic": extra_config.get("mix_synthetic", {}).get("fraction", 0.0), "val": val_summary})
         write_grid(stage, Path(args.data), test, name, args.grid_size, args.seed)
         fileio.write_json(stage / CONFIG_FILE, {**extra_config, "model": name,
                                                 "classifier": describe(pipeline), "train_seconds": train_seconds})
@@ -266,11 +280,13 @@ def training_matrix(train: SplitData, extra: tuple[np.ndarray, list[str]] | None
 
 def augment_train(data_dir: Path, train: SplitData, settings: FeatureSettings, args: argparse.Namespace
                   ) -> tuple[np.ndarray, list[str]] | None:
-    """Features of ``--aug-copies`` robust-augmented copies of every training crop (``--augment robust``)."""
-    if args.augment == "none":
+    """Features of ``--aug-copies`` augmented copies of every training crop: robust-augmented
+    (``--augment robust``), rescaled to random magnifications first (``--scale-augment``), or both."""
+    scale_augment = getattr(args, "scale_augment", 1.0)  # callers from before the option pass none
+    if args.augment == "none" and scale_augment <= 1:
         return None
     X = augmented_features([data_dir / p for p in train.paths], settings, args.aug_copies, args.seed,
-                           workers=args.workers)
+                           workers=args.workers, robust=args.augment != "none", scale_augment=scale_augment)
     return X, [label for label in train.labels for _ in range(args.aug_copies)]
 
 
@@ -353,8 +369,18 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="'none': train on the crops as they are (the study); 'robust' (default): also on "
                              "augmented copies (light, white balance, blur, noise, JPEG, down-scaling; see "
                              "docs/robustness.md)")
+    parser.add_argument("--mix-synthetic", type=finite_float, default=0.0, metavar="FRACTION",
+                        help="share of the training crops drawn from the data folder's synthetic pool "
+                             "(data-preprocessing.py --mix-synthetic-photos); 0: real crops only. Synthetic crops "
+                             "are never validated or tested on")
     parser.add_argument("--aug-copies", type=int, default=2,
-                        help="with --augment robust: augmented copies of each training crop")
+                        help="with --augment robust or --scale-augment: augmented copies of each training crop")
+    parser.add_argument("--scale-augment", type=finite_float, default=1.0, metavar="FACTOR",
+                        help="for uncalibrated photos: the augmented copies are first rescaled by a random factor in "
+                             "[1/FACTOR, FACTOR] (another magnification); 1: off (docs/scale.md)")
+    parser.add_argument("--shape-cues", choices=("on", "off"), default=SHAPE_CUES_DEFAULT,
+                        help="add the shape cues (elongation, skeleton length over width, curl, skeleton ends; "
+                             "independent of colour, contrast and magnification) to any --features kind")
     return parser
 
 
@@ -366,29 +392,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--grid-size must be 0 or more, got {args.grid_size}")
     if args.aug_copies < 1:
         raise UserError(f"--aug-copies must be at least 1, got {args.aug_copies}")
+    check_fraction(args.mix_synthetic)
     fileio.check_output_dir(args.results, "--results")
     models = list(dict.fromkeys(args.models))
     data_dir = Path(args.data)
-    settings = FeatureSettings(kind=args.features)
-    manifest, splits, feature_info = load_features(data_dir, settings, args.workers, use_cache=not args.no_cache)
+    check_scale_augment(args.scale_augment)
+    settings = FeatureSettings(kind=args.features, shape_cues=args.shape_cues == "on")
+    crop_um_per_px = dataset.recorded_crop_scale(data_dir)
+    manifest, splits, feature_info = load_features(data_dir, settings, args.workers, use_cache=not args.no_cache,
+                                                   mix_synthetic=args.mix_synthetic, seed=args.seed)
     check_training_data(splits["train"], splits["test"], models)
     train_extra = augment_train(data_dir, splits["train"], settings, args)
     classes = dataset.class_names(manifest)
     fingerprint = dataset.split_fingerprint(manifest, "test")
     digest = feature_info.pop("manifest_digest")
+    mixed = feature_info.pop("mix_synthetic")
     config = {"data": str(data_dir.resolve()), "results": str(Path(args.results).resolve()),
               "features": args.features, "feature_settings": settings.to_dict(),
               "n_features": len(feature_names(settings=settings)), "feature_cache": feature_info,
               "balance": args.balance, "seed": args.seed, "workers": args.workers, "classes": classes,
-              "augment": args.augment, "aug_copies": args.aug_copies if args.augment != "none" else 0,
-              "n": {s: len(splits[s].labels) for s in dataset.SPLITS},
+              "augment": args.augment, "scale_augment": args.scale_augment, "shape_cues": args.shape_cues,
+              "aug_copies": args.aug_copies if train_extra is not None else 0, "crop_um_per_px": crop_um_per_px,
+              "n": {s: len(splits[s].labels) for s in dataset.SPLITS}, "mix_synthetic": mixed,
               "manifest_digest": digest, "split_fingerprint": fingerprint,
               "weights": WEIGHTS, "sklearn_version": sklearn.__version__,
               provenance.RUN_KEY: provenance.run_record(PROG, argv)}
+    if mixed["synthetic_crops"]:
+        print(f"training on {mixed['real_crops']} real + {mixed['synthetic_crops']} synthetic crops "
+              f"({mixed['achieved']:.1%} synthetic: {mixed['synthetic_per_class']})")
     print(f"features: {args.features}, {config['n_features']} per crop, "
           f"{'from cache' if feature_info['from_cache'] else 'computed'} in {feature_info['seconds']:.1f} s")
     for name in models:
-        result = train_one(name, args, classes, splits, settings, fingerprint, config, train_extra)
+        result = train_one(name, args, classes, splits, settings, fingerprint, config, train_extra, crop_um_per_px)
         val = result.get("val") or {}
         print(f"{name}: test accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
               f"(val macro-F1 {val.get('macro_f1', float('nan')):.4f}), trained in {result['train_seconds']:.1f} s "

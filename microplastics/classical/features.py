@@ -16,6 +16,11 @@ Three feature sets:
   noise and resolution (normalised intensity, colour relative to the crop's background, the
   particle's shape, texture on a fixed scale, the box's size); see ``robust_features``.
 
+Any kind may add the shape cues (``FeatureSettings.shape_cues``; ``shape_cue_features``): the
+particle's elongation, skeleton length over width, curl (how far its skeleton bends away from a
+straight line) and skeleton end count, measured on a mask of contrast-normalised intensity at a
+fixed size, so neither colour, contrast nor magnification changes them.
+
 Every vector has a fixed length per kind and holds no NaN or infinity, whatever the crop
 (1x1, flat, all black, very long and thin): undefined quantities are 0.
 """
@@ -37,7 +42,7 @@ from tqdm import tqdm
 from microplastics.core import fileio
 from microplastics.core.cli import UserError
 from microplastics.data.dataset import settings_digest
-from microplastics.core.images import ImageReadError, border_pixels, read_rgb
+from microplastics.core.images import ImageReadError, border_pixels, particle_mask, read_rgb
 
 FEATURE_KINDS = ("original", "full", "robust")
 # Bump when a feature's definition changes: old caches then miss instead of being reused.
@@ -55,6 +60,7 @@ class FeatureSettings:
     canny_high: int = 200
     lbp_points: int = 8
     lbp_radius: float = 1.0
+    shape_cues: bool = False    # False for models saved before the cues existed
     version: int = FEATURE_VERSION
 
     def __post_init__(self) -> None:
@@ -79,12 +85,13 @@ SHAPE_NAMES = ["area_fraction", "eccentricity", "solidity", "extent", "aspect_ra
 def feature_names(kind: str = "full", settings: FeatureSettings | None = None) -> list[str]:
     """Names of the vector's entries, in order."""
     settings = settings or FeatureSettings(kind=kind)
+    cues = list(SHAPE_CUE_NAMES) if settings.shape_cues else []
     if settings.kind == "original":
-        return list(ORIGINAL_NAMES)
+        return list(ORIGINAL_NAMES) + cues
     if settings.kind == "robust":
-        return list(ROBUST_NAMES)
+        return list(ROBUST_NAMES) + cues
     lbp = [f"lbp_{i}" for i in range(settings.lbp_points + 2)]
-    return ORIGINAL_NAMES + COLOUR_NAMES + SIZE_NAMES + SHAPE_NAMES + lbp
+    return ORIGINAL_NAMES + COLOUR_NAMES + SIZE_NAMES + SHAPE_NAMES + lbp + cues
 
 
 # ---------------------------------------------------------------- one crop
@@ -124,15 +131,17 @@ def extract_features(image: np.ndarray, kind: str = "full", settings: FeatureSet
     """The feature vector of one crop (float64, fixed length per kind, finite)."""
     settings = settings or FeatureSettings(kind=kind)
     rgb_native = as_rgb_uint8(image)
+    cues = [shape_cue_features(cue_mask(rgb_native))] if settings.shape_cues else []
     if settings.kind == "robust":
-        return robust_features(rgb_native)
-    rgb = resize_square(rgb_native, settings.size)
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    parts = [original_features(gray, settings)]
-    if settings.kind == "full":
-        parts += [colour_features(rgb), size_features(rgb_native.shape[:2]), shape_features(gray),
-                  lbp_histogram(gray, settings)]
-    vector = np.concatenate(parts).astype(np.float64)
+        parts = [robust_features(rgb_native)]
+    else:
+        rgb = resize_square(rgb_native, settings.size)
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        parts = [original_features(gray, settings)]
+        if settings.kind == "full":
+            parts += [colour_features(rgb), size_features(rgb_native.shape[:2]), shape_features(gray),
+                      lbp_histogram(gray, settings)]
+    vector = np.concatenate(parts + cues).astype(np.float64)
     return np.nan_to_num(vector, nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -202,18 +211,6 @@ def size_features(shape: tuple[int, int]) -> np.ndarray:
     """The crop's own size and elongation, lost when it is resized to a square."""
     h, w = shape
     return np.array([np.log(h * w), abs(np.log(h / w))])
-
-
-def particle_mask(gray: np.ndarray) -> np.ndarray:
-    """Otsu segmentation; the particle is the side that touches the crop border least."""
-    if gray.min() == gray.max():
-        return np.zeros(gray.shape, dtype=bool)
-    blurred = cv2.GaussianBlur(gray, (3, 3), 0)
-    mask = blurred > threshold_otsu(blurred)
-    border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
-    if border.mean() > 0.5:  # the bright side is the background: the particle is dark
-        mask = ~mask
-    return mask
 
 
 def shape_features(gray: np.ndarray) -> np.ndarray:
@@ -353,6 +350,57 @@ def fixed_scale_texture(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
                      graycoprops(glcm, "correlation").mean(), float(lap.var())])
 
 
+# ---------------------------------------------------------------- shape cues: the same in every lab
+
+# The longer side the crop is brought to before its particle is segmented: the cues are ratios,
+# so a fixed size makes them the same at any magnification, and skeletons of 96 px cost little.
+CUE_SIZE = 96
+SHAPE_CUE_NAMES = ("cue_elongation", "cue_slenderness", "cue_curl", "cue_skeleton_ends")
+
+
+def cue_mask(rgb_native: np.ndarray) -> np.ndarray:
+    """The particle of a crop at CUE_SIZE px on its longer side, from contrast-normalised intensity
+    (``normalised_intensity``, ``robust_mask``): neither the light, the colour nor the contrast matter."""
+    h, w = rgb_native.shape[:2]
+    factor = CUE_SIZE / max(h, w)
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    rgb = cv2.resize(rgb_native, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+    gray = cv2.GaussianBlur(rgb.astype(np.float32).mean(axis=2), (0, 0), ROBUST_SMOOTH_SIGMA)
+    if min(gray.shape) < 5:  # too thin for a border frame: the crop is the particle
+        return np.ones(gray.shape, dtype=bool)
+    return robust_mask(normalised_intensity(gray))
+
+
+def shape_cue_features(mask: np.ndarray) -> np.ndarray:
+    """SHAPE_CUE_NAMES of one particle mask, every one a ratio of lengths (no unit):
+
+    - elongation: 1 - Feret min / Feret max (0 for a disc, towards 1 for a fibre);
+    - slenderness: skeleton length / mean width (``measure.fibre_length``; 1 for a disc);
+    - curl: 1 - Feret max / skeleton length, at least 0 (0 for a straight fibre, 1 - 2/pi for a
+      half circle: how far the particle bends away from a straight line);
+    - skeleton ends: the skeleton's end points (2 for a fibre, 0 for a ring, more for a branched piece).
+    """
+    from microplastics.find.measure import feret_diameters, fibre_length
+
+    if not mask.any():
+        return np.zeros(len(SHAPE_CUE_NAMES))
+    feret_max, feret_min = feret_diameters(mask)
+    length, width = fibre_length(mask)
+    elongation = 1.0 - feret_min / feret_max if feret_max else 0.0
+    slenderness = length / width if width else 0.0
+    curl = max(0.0, 1.0 - feret_max / length) if length else 0.0
+    return np.array([elongation, slenderness, curl, skeleton_ends(mask)])
+
+
+def skeleton_ends(mask: np.ndarray) -> float:
+    """End points of the mask's skeleton: skeleton pixels with exactly one of 8 neighbours on it."""
+    from skimage.morphology import skeletonize
+
+    sk = skeletonize(mask).astype(np.uint8)
+    neighbours = cv2.filter2D(sk, -1, np.ones((3, 3), np.float32), borderType=cv2.BORDER_CONSTANT) - sk
+    return float(((sk == 1) & (neighbours == 1)).sum())
+
+
 # ---------------------------------------------------------------- many crops
 
 def _features_of_files(paths: Sequence[str], start: int, settings: FeatureSettings) -> np.ndarray:
@@ -360,14 +408,18 @@ def _features_of_files(paths: Sequence[str], start: int, settings: FeatureSettin
 
 
 def _augmented_features_of_files(paths: Sequence[str], start: int, settings: FeatureSettings,
-                                 seed: int, copies: int) -> np.ndarray:
-    from microplastics.data.augment import RobustAugmenter
+                                 seed: int, copies: int, robust: bool, scale_augment: float) -> np.ndarray:
+    from microplastics.data.augment import RobustAugmenter, item_seed
+    from microplastics.data.scale import random_rescale
 
     augment = RobustAugmenter(seed)
     rows = []
     for index, path in enumerate(paths, start=start):
         image = read_rgb(path)
-        rows.extend(extract_features(augment(image, view, index), settings=settings) for view in range(copies))
+        for view in range(copies):
+            # the magnification drawn first, from its own seed, so it does not shift the robust draws
+            copy = random_rescale(image, scale_augment, np.random.default_rng(item_seed(seed + 1, view, index)))
+            rows.append(extract_features(augment(copy, view, index) if robust else copy, settings=settings))
     return np.stack(rows)
 
 
@@ -404,8 +456,10 @@ def extract_from_files(paths: Sequence[str | Path], settings: FeatureSettings, w
 
 
 def augmented_features(paths: Sequence[str | Path], settings: FeatureSettings, copies: int, seed: int,
-                       workers: int = 1, progress: bool = True) -> np.ndarray:
-    """Features of ``copies`` robust-augmented versions of each image, (len(paths) * copies, d).
+                       workers: int = 1, progress: bool = True, robust: bool = True,
+                       scale_augment: float = 1.0) -> np.ndarray:
+    """Features of ``copies`` augmented versions of each image, (len(paths) * copies, d): robust-augmented
+    (``robust``) and, with ``scale_augment`` F > 1, first rescaled by a random factor in [1/F, F].
 
     Rows are ordered crop by crop (all copies of crop 0, then of crop 1, ...); copy ``v`` of
     crop ``i`` is drawn with a seed made of (seed, v, i), so the matrix does not depend on
@@ -414,8 +468,8 @@ def augmented_features(paths: Sequence[str | Path], settings: FeatureSettings, c
     paths = [os.fspath(p) for p in paths]
     if not paths or copies < 1:
         return np.zeros((0, len(feature_names(settings=settings))))
-    return _in_chunks(_augmented_features_of_files, paths, settings, seed, copies, workers=workers,
-                      desc=f"augmented {settings.kind} features", progress=progress)
+    return _in_chunks(_augmented_features_of_files, paths, settings, seed, copies, robust, scale_augment,
+                      workers=workers, desc=f"augmented {settings.kind} features", progress=progress)
 
 
 def cache_key(manifest_digest: str, settings: FeatureSettings) -> str:

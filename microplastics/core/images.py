@@ -72,3 +72,18 @@ def border_pixels(image: np.ndarray, width: int = 2) -> np.ndarray:
     frame = np.ones(image.shape[:2], dtype=bool)
     frame[width:-width, width:-width] = False
     return image[frame]
+
+
+def particle_mask(gray: np.ndarray) -> np.ndarray:
+    """Otsu segmentation; the particle is the side that touches the crop border least."""
+    if gray.min() == gray.max():
+        return np.zeros(gray.shape, dtype=bool)
+    import cv2
+    from skimage.filters import threshold_otsu
+
+    blurred = cv2.GaussianBlur(gray, (3, 3), 0)
+    mask = blurred > threshold_otsu(blurred)
+    border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
+    if border.mean() > 0.5:  # the bright side is the background: the particle is dark
+        mask = ~mask
+    return mask

@@ -116,6 +116,11 @@ def read_annotations(input_dir: str | Path, fmt: str = "auto", *, require_label:
     return AnnotationSet(records=records, skipped=col.skipped, format=detected, clamped=col.clamped)
 
 
+def photo_root(root: Path, fmt: str) -> Path:
+    """The folder that holds the photos of a ``deepparticle`` or ``yolo`` input folder."""
+    return Path(root) / ("raw_img" if fmt == "deepparticle" else "images")
+
+
 def relative_name(path: Path, root: Path) -> str:
     """``path`` relative to ``root`` with forward slashes, or whole when it lies elsewhere."""
     try:

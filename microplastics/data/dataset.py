@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -22,6 +23,10 @@ SUMMARY_NAME = "summary.json"
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("path", "label", "split", "source_image", "minr", "minc", "maxr", "maxc")
 BOX_COLUMNS = ("minr", "minc", "maxr", "maxc")
+# Optional: 1 marks a synthetic crop (data-preprocessing.py --mix-synthetic-photos). Such rows sit in
+# train/ as a pool the training stages may draw from (--mix-synthetic); split_frame leaves them out, so
+# no stage scores them, and a manifest with one in val or test is refused.
+SYNTHETIC_COLUMN = "synthetic"
 MAX_NAME_BYTES = 100  # class and crop names become folder and file names: far below the usual 255-byte limit
 _REBUILD = "rebuild the folder with data-preprocessing.py"
 
@@ -160,8 +165,27 @@ def _check_rows(frame: pd.DataFrame, data_dir: Path, path: Path, summary: dict[s
         rows = [i + 2 for i in frame.index[dup & (frame["path"] == frame.loc[dup.idxmax(), "path"])][:4]]
         raise UserError(f"{path}: crop {frame.loc[dup.idxmax(), 'path']} is listed more than once (rows "
                         f"{', '.join(map(str, rows))}); {_REBUILD}")
+    _check_synthetic(frame, path)
     _check_groups(frame, path, summary)
     _check_links(frame, data_dir, path)
+
+
+def _check_synthetic(frame: pd.DataFrame, path: Path) -> None:
+    """The synthetic mark, where there is one, is 0 or 1, and 1 only in the train split."""
+    if SYNTHETIC_COLUMN not in frame.columns:
+        return
+    mark = pd.to_numeric(frame[SYNTHETIC_COLUMN], errors="coerce")
+    bad = ~mark.isin([0, 1])
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise UserError(f"{path} row {row + 2}: {SYNTHETIC_COLUMN} is {str(frame[SYNTHETIC_COLUMN].iloc[row])[:40]!r},"
+                        f" not 0 or 1; {_REBUILD}")
+    frame[SYNTHETIC_COLUMN] = mark.astype("int64")
+    scored = (mark == 1) & (frame["split"] != "train")
+    if scored.any():
+        row = int(scored.to_numpy().argmax())
+        raise UserError(f"{path} row {row + 2}: synthetic crop {frame['path'].iloc[row][:80]!r} is in the "
+                        f"{frame['split'].iloc[row]} split; synthetic crops are for training only; {_REBUILD}")
 
 
 def _check_groups(frame: pd.DataFrame, path: Path, summary: dict[str, Any]) -> None:
@@ -192,15 +216,28 @@ def _check_links(frame: pd.DataFrame, data_dir: Path, path: Path) -> None:
 
 
 def class_names(manifest: pd.DataFrame) -> list[str]:
-    """All class names of the data set, sorted: the index order of every model."""
-    return sorted(manifest["label"].unique().tolist())
+    """All class names of the real crops, sorted: the index order of every model."""
+    return sorted(manifest.loc[~synthetic_mask(manifest), "label"].unique().tolist())
 
 
 def split_frame(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
-    """The rows of one split, in manifest order, with a fresh index."""
+    """The real rows of one split, in manifest order, with a fresh index (synthetic crops are not
+    part of any split: ``synthetic_frame`` has them)."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
-    return manifest[manifest["split"] == split].reset_index(drop=True)
+    return manifest[(manifest["split"] == split) & ~synthetic_mask(manifest)].reset_index(drop=True)
+
+
+def synthetic_mask(manifest: pd.DataFrame) -> pd.Series:
+    """True for the synthetic crops of the manifest (none in a manifest without the column)."""
+    if SYNTHETIC_COLUMN not in manifest.columns:
+        return pd.Series(False, index=manifest.index)
+    return manifest[SYNTHETIC_COLUMN].astype("int64") == 1
+
+
+def synthetic_frame(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The pool of synthetic training crops, in manifest order, with a fresh index."""
+    return manifest[synthetic_mask(manifest)].reset_index(drop=True)
 
 
 def split_fingerprint(manifest: pd.DataFrame, split: str = "test") -> str:
@@ -247,3 +284,14 @@ def recorded_input(data_dir: Path) -> tuple[Path | None, float]:
     if raw is not None and not Path(raw).is_absolute():
         raw = str(data_dir / raw)
     return (Path(raw) if raw else None), float(margin or 0.0)
+
+
+def recorded_crop_scale(data_dir: str | Path) -> float | None:
+    """The micrometres per pixel data-preprocessing.py resampled every crop to (None: not resampled)."""
+    try:
+        summary = fileio.read_json(Path(data_dir) / SUMMARY_NAME)
+    except (OSError, ValueError):
+        return None
+    calibration = summary.get("calibration") if isinstance(summary, dict) else None
+    value = calibration.get("crop_um_per_px") if isinstance(calibration, dict) else None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None

@@ -10,13 +10,13 @@ import argparse
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from microplastics.data import archive, download, origin
 from microplastics.core import fileio, provenance
 from microplastics.core.cli import ArgumentParser, UserError, finite_float
 from microplastics.core.images import is_image_file
+from microplastics.data import archive, download, origin
 
 OFFLINE_REMEDY = ("check the network and run again (a partial download resumes), or unpack an archive you "
                   "already have with --archive PATH, or generate test data with --synthetic")
@@ -65,6 +65,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-images", type=int, default=60, metavar="N",
                         help="with --synthetic: how many photos to generate (default: 60)")
     parser.add_argument("--seed", type=int, default=42, metavar="N", help="with --synthetic: random seed (default: 42)")
+    parser.add_argument("--randomise", action="store_true",
+                        help="with --synthetic: domain-randomised photos (random filter colours and textures, "
+                             "debris, sludge-like clutter, particle colours and scale, light, focus, field of view; "
+                             "thin faint curly fibres); without it the plain photos, unchanged")
     return parser
 
 
@@ -92,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.exists() and not args.force:
         raise UserError(f"{out} already exists; pass --force to replace it, or choose another --out")
     _check_out(out, {"the current folder": Path.cwd(), "--cache-dir": args.cache_dir, "--archive": args.archive})
+    if args.randomise and not args.synthetic:
+        raise UserError("--randomise applies to --synthetic photos only; add --synthetic")
     if args.synthetic and args.n_images < 1:
         raise UserError(f"--n-images must be at least 1, got {args.n_images}")
     staging = fileio.staging_dir(out)
@@ -132,7 +138,7 @@ def _check_out(out: Path, keep: dict[str, Path | None]) -> None:
 def _fill(args: argparse.Namespace, staging: Path) -> str:
     """Put the chosen source's files into ``staging``; return a short description of the source."""
     if args.synthetic:
-        return _fill_synthetic(staging / "synthetic", args.n_images, args.seed)
+        return _fill_synthetic(staging / "synthetic", args.n_images, args.seed, args.randomise)
     max_bytes = int(args.max_unpacked_gb * 10**9)
     if args.archive is not None:
         archive.unpack(args.archive, staging, max_bytes)
@@ -186,13 +192,13 @@ def _fill_gdrive(staging: Path, subset: str, cache_dir: Path, max_bytes: int) ->
     return str(archives[0])
 
 
-def _fill_synthetic(target: Path, n_images: int, seed: int) -> str:
+def _fill_synthetic(target: Path, n_images: int, seed: int, randomise: bool = False) -> str:
     try:
         from microplastics.data.synthetic import write_synthetic_micro
     except ImportError as err:
         raise UserError(f"--synthetic is not available in this installation ({err})") from None
-    write_synthetic_micro(target, n_images, seed)
-    return f"synthetic data, {n_images} photos, seed {seed}"
+    write_synthetic_micro(target, n_images, seed, randomise=randomise)
+    return f"synthetic data{' (domain-randomised)' if randomise else ''}, {n_images} photos, seed {seed}"
 
 
 def _listing(folder: Path, limit: int = 10) -> str:

@@ -8,17 +8,24 @@ texture, tint, blur, sensor noise), so a model has to learn shape and colour, no
 
 Everything comes from ``numpy.random.default_rng`` streams keyed by (seed, photo index), so
 one seed gives byte-identical files, and photo ``i`` does not depend on how many are drawn.
+
+``randomise=True`` draws the domain-randomised variant (``data-extraction.py --synthetic
+--randomise``): every photo gets its own filter (colour, texture, debris, sludge-like clutter),
+particle colours, scale, light, focus and field of view, and fibres are often thin, faint and
+curly. It is drawn from a stream of its own, so the plain photos stay exactly as they were.
 """
 from __future__ import annotations
 
 import datetime as dt
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from microplastics.core.cli import UserError
 from microplastics.core.fileio import atomic_path, write_text
@@ -30,6 +37,9 @@ CLASSES = ("foam", "hard", "line", "noise", "pellet", "reference")
 CLASS_WEIGHTS = {"hard": 0.70, "line": 0.11, "pellet": 0.05, "foam": 0.055, "noise": 0.08, "reference": 0.005}
 # Forced particles make every class appear in any run of >= 10 photos (reference at photo 0).
 FORCED = {0: ("reference",), 5: ("foam", "pellet", "noise", "line")}
+# The randomised preset draws the classes a model is trained on with them (fibres, fragments,
+# beads) in a nearer balance: its photos are training material, not a copy of MICRO's imbalance.
+RANDOM_CLASS_WEIGHTS = {"hard": 0.36, "line": 0.30, "pellet": 0.22, "foam": 0.05, "noise": 0.06, "reference": 0.01}
 SS = 4  # supersampling factor: particles are drawn 4x larger and shrunk, for smooth edges
 PAD = 6  # empty border of a particle patch, room for its shadow
 HEADER = "ID\tminr\tminc\tmaxr\tmaxc\tclass"
@@ -49,27 +59,32 @@ class Particle:
 
 
 def write_synthetic_micro(out_dir: str | Path, n_images: int = 60, seed: int = 42,
-                          image_size: tuple[int, int] = (480, 640)) -> dict:
+                          image_size: tuple[int, int] = (480, 640), randomise: bool = False,
+                          progress: bool = False) -> dict:
     """Write ``n_images`` synthetic photos and their annotation TSVs into ``out_dir``.
 
-    ``image_size`` is (height, width). Returns a summary: photos, boxes, boxes per class.
+    ``image_size`` is (height, width); ``randomise`` draws the domain-randomised variant;
+    ``progress`` shows a progress bar on stderr.
+    Returns a summary: photos, boxes, boxes per class.
     """
     height, width = _check_args(n_images, image_size)
     out = Path(out_dir)
     (out / "raw_img").mkdir(parents=True, exist_ok=True)
     (out / "annotation").mkdir(parents=True, exist_ok=True)
     counts = {name: 0 for name in CLASSES}
-    for index in range(n_images):
+    for index in tqdm(range(n_images), desc="synthetic photos", unit="photo", disable=not progress, file=sys.stderr):
         name = f"syn_{index + 1:04d}.jpg"
-        image, rows = draw_photo(seed, index, (height, width))
+        image, rows = draw_photo(seed, index, (height, width), randomise=randomise)
         _write_jpeg(out / "raw_img" / name, image)
         write_text(out / "annotation" / f"{name}.tsv", _tsv(rows, index))
         for label, _box in rows:
             counts[label] += 1
-    write_text(out / "README.txt", _readme(n_images, seed, (height, width)))
-    write_origin(out, synthetic_origin(n_images, seed, (height, width)))
-    return {"photos": n_images, "boxes": sum(counts.values()), "boxes_per_class": counts,
-            "seed": seed, "image_size": [height, width]}
+    write_text(out / "README.txt", _readme(n_images, seed, (height, width), randomise))
+    record = synthetic_origin(n_images, seed, (height, width))
+    write_origin(out, {**record, "randomised": True} if randomise else record)
+    summary = {"photos": n_images, "boxes": sum(counts.values()), "boxes_per_class": counts,
+               "seed": seed, "image_size": [height, width]}
+    return {**summary, "randomised": True} if randomise else summary
 
 
 def _check_args(n_images: int, image_size: tuple[int, int]) -> tuple[int, int]:
@@ -81,29 +96,42 @@ def _check_args(n_images: int, image_size: tuple[int, int]) -> tuple[int, int]:
     return height, width
 
 
-def photo_classes(seed: int, index: int) -> list[str]:
+def photo_classes(seed: int, index: int, randomise: bool = False) -> list[str]:
     """The classes of photo ``index``: drawn from their own stream, so placement cannot change them."""
     rng = np.random.default_rng([seed, index, 0])
     n = int(rng.integers(4, 16))
     forced = list(FORCED.get(index % 10, ()))
-    names = list(CLASS_WEIGHTS)
-    p = np.array([CLASS_WEIGHTS[k] for k in names])
+    weights = RANDOM_CLASS_WEIGHTS if randomise else CLASS_WEIGHTS
+    names = list(weights)
+    p = np.array([weights[k] for k in names])
     drawn = rng.choice(len(names), size=n - len(forced), p=p / p.sum())
     return forced + [names[k] for k in drawn]
 
 
-def draw_photo(seed: int, index: int, size: tuple[int, int]) -> tuple[np.ndarray, list[tuple[str, tuple]]]:
-    """Draw photo ``index``: an (H, W, 3) uint8 image and its (class, box) rows."""
+def draw_photo(seed: int, index: int, size: tuple[int, int],
+               randomise: bool = False) -> tuple[np.ndarray, list[tuple[str, tuple]]]:
+    """Draw photo ``index``: an (H, W, 3) uint8 image and its (class, box) rows.
+
+    With ``randomise`` the photo's look comes from a stream of its own, ``[seed, index, 2]``:
+    the particle stream is the plain photo's, so plain photos are untouched by the option."""
     rng = np.random.default_rng([seed, index, 1])
     height, width = size
-    canvas = _background(rng, height, width)
-    particles = [draw_particle(label, rng) for label in photo_classes(seed, index)]
+    look = np.random.default_rng([seed, index, 2]) if randomise else None
+    canvas = _random_background(look, height, width) if look is not None else _background(rng, height, width)
+    particles = [draw_particle(label, rng) for label in photo_classes(seed, index, randomise)]
+    inside = None
+    if look is not None:
+        scale = float(look.uniform(0.45, 1.1))  # another magnification
+        particles = [randomise_particle(p, look, scale) for p in particles]
+        field = _field_stop(look, height, width)
+        inside = (lambda box: field[(box[0] + box[2]) // 2, (box[1] + box[3]) // 2] > 0.9) if field is not None \
+            else None
     # Big particles first: they are the hardest to fit; rows keep the drawing order.
     order = sorted(range(len(particles)), key=lambda k: -particles[k].alpha.size)
     placed: dict[int, tuple[str, tuple]] = {}
     taken: list[tuple[int, int, int, int]] = []
     for k in order:
-        spot = _place(rng, particles[k], taken, height, width)
+        spot = _place(rng, particles[k], taken, height, width, inside=inside)
         if spot is None:
             continue  # fits nowhere even shrunk: only in photos near the minimum size
         particle, (top, left) = spot
@@ -112,7 +140,7 @@ def draw_photo(seed: int, index: int, size: tuple[int, int]) -> tuple[np.ndarray
         box = (top + r0, left + c0, top + r1, left + c1)
         taken.append(box)
         placed[k] = (particle.label, box)
-    image = _camera(rng, canvas)
+    image = _camera(rng, canvas) if look is None else _random_camera(look, canvas, field)
     return image, [placed[k] for k in sorted(placed)]
 
 
@@ -191,7 +219,7 @@ def _draw_line(rng: np.random.Generator) -> Particle:
     curve = curve - (curve.max(axis=0) + curve.min(axis=0)) / 2
     curve = curve * min(1.0, length / 2 / max(float(np.abs(curve).max()), 1e-6))
     points = np.round((curve + side / 2) * SS).astype(np.int32)
-    thickness = max(1, int(round(rng.uniform(1.4, 3.2) * SS)))
+    thickness = max(1, round(rng.uniform(1.4, 3.2) * SS))
     cv2.polylines(mask, [points[:, ::-1].copy()], False, 255, thickness, cv2.LINE_AA)
     colour, opacity = _colour(rng, FIBRE_COLOURS,
                               {"blue": 0.35, "black": 0.3, "red": 0.15, "green": 0.1, "purple": 0.1})
@@ -296,7 +324,7 @@ def _draw_noise(rng: np.random.Generator) -> Particle:
             centre = rng.uniform(PAD, side - PAD, 2) * SS
             cv2.circle(mask, (int(centre[1]), int(centre[0])), int(rng.uniform(0.5, 1.2) * SS), 255, -1, cv2.LINE_AA)
         lo = PAD + int((side - 2 * PAD - size) / 2)
-        box = (lo, lo, lo + int(round(size)), lo + int(round(size)))
+        box = (lo, lo, lo + round(size), lo + round(size))
         return _finish("noise", np.broadcast_to(colour, (*mask.shape, 3)).copy(), mask, 0.12, box=box)
     for _ in range(int(rng.integers(1, 4))):
         centre = (side / 2 + rng.normal(0, size / 6, 2)) * SS
@@ -331,8 +359,11 @@ _DRAWERS: dict[str, Callable[[np.random.Generator], Particle]] = {
 # --- placing -----------------------------------------------------------------------------
 
 def _place(rng: np.random.Generator, particle: Particle, taken: list[tuple[int, int, int, int]],
-           height: int, width: int, gap: int = 4) -> tuple[Particle, tuple[int, int]] | None:
-    """A spot where the particle's box keeps ``gap`` pixels from every box so far; shrink if none."""
+           height: int, width: int, gap: int = 4,
+           inside: Callable[[tuple[int, int, int, int]], bool] | None = None,
+           ) -> tuple[Particle, tuple[int, int]] | None:
+    """A spot where the particle's box keeps ``gap`` pixels from every box so far (and, with
+    ``inside``, lies where it says the photo shows the filter); shrink if none."""
     for _attempt in range(4):
         h, w = particle.alpha.shape
         if h < height and w < width:
@@ -340,7 +371,7 @@ def _place(rng: np.random.Generator, particle: Particle, taken: list[tuple[int, 
                 top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
                 r0, c0, r1, c1 = particle.box
                 box = (top + r0, left + c0, top + r1, left + c1)
-                if not any(_near(box, other, gap) for other in taken):
+                if not any(_near(box, other, gap) for other in taken) and (inside is None or inside(box)):
                     return particle, (top, left)
         particle = _shrink(particle, 0.7)
     return None
@@ -386,17 +417,154 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return base + (blotch + grain + fibres)[..., None] + chroma
 
 
-def _camera(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
-    """Uneven light (vignetting, a gradient, exposure), a little defocus and sensor noise."""
-    height, width = canvas.shape[:2]
+def _uneven_light(rng: np.random.Generator, shape: tuple[int, int], centre: float, vignette: tuple[float, float],
+                  gradient: float, exposure: tuple[float, float]) -> np.ndarray:
+    """A light map: vignetting around an off-centre point, a linear gradient and an exposure, each
+    drawn from the given range."""
+    height, width = shape
     yy, xx = np.meshgrid(np.linspace(-1, 1, height, dtype=np.float32),
                          np.linspace(-1, 1, width, dtype=np.float32), indexing="ij")
-    cy, cx = rng.uniform(-0.25, 0.25, 2)
-    vignette = 1 - rng.uniform(0.12, 0.35) * ((yy - cy) ** 2 + (xx - cx) ** 2) / 2
-    gradient = 1 + rng.uniform(-0.08, 0.08) * yy + rng.uniform(-0.08, 0.08) * xx
-    light = (vignette * gradient * rng.uniform(0.82, 1.1)).astype(np.float32)
+    cy, cx = rng.uniform(-centre, centre, 2)
+    falloff = 1 - rng.uniform(*vignette) * ((yy - cy) ** 2 + (xx - cx) ** 2) / 2
+    slope = 1 + rng.uniform(-gradient, gradient) * yy + rng.uniform(-gradient, gradient) * xx
+    return (falloff * slope * rng.uniform(*exposure)).astype(np.float32)
+
+
+def _camera(rng: np.random.Generator, canvas: np.ndarray) -> np.ndarray:
+    """Uneven light (vignetting, a gradient, exposure), a little defocus and sensor noise."""
+    light = _uneven_light(rng, canvas.shape[:2], centre=0.25, vignette=(0.12, 0.35), gradient=0.08,
+                          exposure=(0.82, 1.1))
     image = cv2.GaussianBlur(canvas * light[..., None], (0, 0), rng.uniform(0.4, 1.0))
     image += rng.normal(0, rng.uniform(1.5, 4.0), image.shape).astype(np.float32)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+# --- domain randomisation ----------------------------------------------------------------
+# Labs differ in filter, sample matrix, microscope and camera. The randomised preset draws each
+# photo's look from wide ranges of all of them, so a model trained on it cannot lean on any one.
+
+FILTERS = {  # base colour of common filter types: cellulose, glass fibre, coloured membranes, black polycarbonate
+    "cellulose": (205, 200, 188), "glass-fibre": (226, 226, 220), "beige": (200, 186, 160), "grey": (150, 150, 152),
+    "black": (48, 48, 54), "blue": (172, 192, 214), "green": (184, 204, 180), "pink": (214, 186, 190),
+    "yellow": (214, 204, 150)}
+TEXTURES = ("blotchy", "paper", "membrane", "mesh", "smooth")
+
+
+def _random_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A filter of random colour and texture, with debris and, often, sludge-like clutter."""
+    names = list(FILTERS)
+    base = np.array(FILTERS[names[int(rng.integers(len(names)))]], np.float32)
+    base = base * rng.uniform(0.8, 1.1) + rng.normal(0, 12, 3)
+    shape = (height, width)
+    field = rng.uniform(2, 14) * _smooth_noise(rng, shape, rng.uniform(15, 120))
+    field += rng.uniform(1, 8) * cv2.GaussianBlur(rng.normal(0, 1, shape).astype(np.float32), (0, 0), 1.0)
+    field += _texture(rng, str(rng.choice(TEXTURES)), shape)
+    chroma = np.stack([_smooth_noise(rng, shape, 120) for _ in range(3)], axis=-1) * rng.uniform(0.5, 4)
+    canvas = base + field[..., None] + chroma
+    _debris(rng, canvas)
+    if rng.random() < 0.6:
+        _sludge(rng, canvas)
+    return canvas
+
+
+def _texture(rng: np.random.Generator, kind: str, shape: tuple[int, int]) -> np.ndarray:
+    """The filter's own structure: paper fibres, membrane pores, a woven mesh, or nothing."""
+    height, width = shape
+    out = np.zeros(shape, np.float32)
+    if kind == "paper":
+        for _ in range(int(rng.integers(50, 400))):
+            start = rng.uniform(0, 1, 2) * (width, height)
+            end = start + rng.normal(0, 30, 2)
+            cv2.line(out, tuple(int(v) for v in start), tuple(int(v) for v in end), float(rng.choice([-1, 1])), 1)
+        return rng.uniform(4, 12) * cv2.GaussianBlur(out, (0, 0), 0.8)
+    if kind == "membrane":
+        n = int(height * width * rng.uniform(0.002, 0.01))
+        out[rng.integers(0, height, n), rng.integers(0, width, n)] = -1.0
+        return rng.uniform(8, 25) * cv2.GaussianBlur(out, (0, 0), rng.uniform(0.6, 1.2))
+    if kind == "mesh":
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        angle, period = rng.uniform(0, np.pi), rng.uniform(5, 18)
+        u, v = xx * np.cos(angle) + yy * np.sin(angle), -xx * np.sin(angle) + yy * np.cos(angle)
+        return rng.uniform(3, 10) * (np.sin(2 * np.pi * u / period) * np.sin(2 * np.pi * v / period))
+    return out  # blotchy and smooth: the field noise alone
+
+
+def _debris(rng: np.random.Generator, canvas: np.ndarray) -> None:
+    """Unannotated specks and flakes of dust, darker or paler than the filter."""
+    height, width = canvas.shape[:2]
+    mask = np.zeros((height, width), np.float32)
+    for _ in range(int(rng.integers(0, 250))):
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        axes = (max(1, int(rng.uniform(0.5, 3))), max(1, int(rng.uniform(0.5, 2))))
+        cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.2, 0.7)), -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 0.7)
+    tone = rng.uniform(-1, 0.3)  # mostly dark grains
+    canvas += (mask * tone * 120)[..., None]
+
+
+def _sludge(rng: np.random.Generator, canvas: np.ndarray) -> None:
+    """Sludge-like clutter: soft amorphous brownish organic matter over part of the filter."""
+    height, width = canvas.shape[:2]
+    blob = _smooth_noise(rng, (height, width), rng.uniform(8, 40))
+    cover = np.clip((blob - rng.uniform(0.6, 1.6)) * 2, 0, 1) * rng.uniform(0.15, 0.6)
+    colour = np.array([110, 86, 56], np.float32) * rng.uniform(0.6, 1.3) + rng.normal(0, 12, 3)
+    canvas[:] = canvas * (1 - cover[..., None]) + colour * cover[..., None]
+
+
+def randomise_particle(particle: Particle, rng: np.random.Generator, scale: float) -> Particle:
+    """The particle at the photo's scale, often in another colour and fainter; fibres often thin and curly."""
+    if particle.label == "line" and rng.random() < 0.6:
+        particle = _draw_curly_fibre(rng)
+    if abs(scale - 1) > 0.02:
+        particle = _shrink(particle, scale)
+    rgb, alpha = particle.rgb, particle.alpha
+    if particle.label not in ("reference", "noise") and rng.random() < 0.5:
+        luminance = rgb.mean(axis=-1)
+        shade = luminance / max(float((luminance * alpha).sum() / max(alpha.sum(), 1e-6)), 1.0)
+        rgb = np.clip(rng.uniform(20, 240, 3).astype(np.float32) * shade[..., None], 0, 255)
+    if particle.label != "reference" and rng.random() < 0.4:
+        alpha = alpha * rng.uniform(0.55, 1.0)
+    return Particle(particle.label, rgb.astype(np.float32), alpha.astype(np.float32), particle.box, particle.shadow)
+
+
+def _draw_curly_fibre(rng: np.random.Generator) -> Particle:
+    """A thin, faint, curly fibre: a random walk whose direction drifts smoothly."""
+    n = 240
+    turn = np.convolve(rng.normal(0, rng.uniform(0.04, 0.3), n + 20), np.ones(20) / 20 * 4, mode="valid")[:n]
+    angle = rng.uniform(0, 2 * np.pi) + np.cumsum(turn)
+    length = rng.uniform(40, 200)
+    steps = np.stack([np.sin(angle), np.cos(angle)], axis=1) * (length / n)
+    curve = np.cumsum(steps, axis=0)
+    curve -= (curve.max(axis=0) + curve.min(axis=0)) / 2
+    side, mask = _patch(float(np.ptp(curve, axis=0).max()))
+    points = np.round((curve + side / 2) * SS).astype(np.int32)
+    cv2.polylines(mask, [points[:, ::-1].copy()], False, 255, max(1, round(rng.uniform(0.6, 1.8) * SS)),
+                  cv2.LINE_AA)
+    colour, _ = _colour(rng, FIBRE_COLOURS, {"black": 0.45, "blue": 0.3, "red": 0.1, "green": 0.05, "purple": 0.1})
+    shade = 1 + 0.2 * _smooth_noise(rng, mask.shape, 10 * SS)
+    return _finish("line", colour * shade[..., None], mask, float(rng.uniform(0.35, 0.9)))
+
+
+def _field_stop(rng: np.random.Generator, height: int, width: int) -> np.ndarray | None:
+    """Often a round field of view, black outside, as through a microscope's eyepiece; else None."""
+    if rng.random() >= 0.4:
+        return None
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    cy, cx = height * rng.uniform(0.35, 0.75), width * rng.uniform(0.35, 0.65)
+    radius = max(height, width) * rng.uniform(0.45, 0.75)
+    inside = (radius - np.hypot(yy - cy, xx - cx)) / max(radius * 0.01, 1.0)
+    return np.clip(inside, 0, 1).astype(np.float32)
+
+
+def _random_camera(rng: np.random.Generator, canvas: np.ndarray, field: np.ndarray | None) -> np.ndarray:
+    """Wide ranges of light (vignetting, gradient, exposure, white balance, gamma), focus and noise."""
+    light = _uneven_light(rng, canvas.shape[:2], centre=0.4, vignette=(0.0, 0.6), gradient=0.2, exposure=(0.6, 1.25))
+    if field is not None:
+        light = light * (0.04 + 0.96 * field)
+    image = canvas * light[..., None] * rng.uniform(0.85, 1.15, 3).astype(np.float32)
+    image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), rng.uniform(0.3, 2.2))
+    image = 255 * (np.clip(image, 0, 255) / 255) ** rng.uniform(0.75, 1.3)
+    image += rng.normal(0, rng.uniform(1, 8), image.shape).astype(np.float32)
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
@@ -417,10 +585,10 @@ def _tsv(rows: list[tuple[str, tuple]], index: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _readme(n_images: int, seed: int, size: tuple[int, int]) -> str:
+def _readme(n_images: int, seed: int, size: tuple[int, int], randomise: bool = False) -> str:
     return (f"SYNTHETIC DATA: not real microplastic photographs.\n"
             f"{n_images} photos of {size[1]}x{size[0]} pixels drawn by microplastics.data.synthetic "
-            f"with seed {seed}.\n"
+            f"with seed {seed}{' (domain-randomised)' if randomise else ''}.\n"
             f"Layout as DeepParticle MICRO: raw_img/<photo>, annotation/<photo>.tsv "
             f"(ID minr minc maxr maxc class; max exclusive).\n"
             f"Classes: {', '.join(CLASSES)}. Use it to test the pipeline, never to report results.\n")

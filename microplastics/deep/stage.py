@@ -24,8 +24,11 @@ from microplastics.deep import checkpoint, engine
 from microplastics.core import fileio, provenance
 from microplastics.data.balance import smote_resample, too_small_for_smote
 from microplastics.core.cli import ArgumentParser, UserError, add_device_argument, add_workers_argument, finite_float
-from microplastics.data.dataset import class_names, load_manifest, manifest_digest, split_fingerprint, split_frame
+from microplastics.data.dataset import (class_names, load_manifest, manifest_digest, recorded_crop_scale,
+                                        split_fingerprint, split_frame)
+from microplastics.data.scale import check_scale_augment
 from microplastics.core.seeds import item_seed
+from microplastics.data.mixing import check_fraction, mixed_train
 from microplastics.deep.embeddings import CropDataset, cache_key, cached_embeddings, compute_embeddings
 from microplastics.results.metrics import write_evaluation
 from microplastics.deep.models import (IMAGENET_MEAN, IMAGENET_STD, ArchSpec, count_parameters, describe_weights,
@@ -35,7 +38,8 @@ from microplastics.deep.transforms import INPUT_NORMS, TRAIN_AUGMENTS, EvalPrese
 
 CONFIG_NAME = "config.json"
 # options added after the first release, with the value runs and caches made before them had
-LATER_OPTIONS = {"augment": "study", "input_norm": "imagenet", "precision_used": "fp32"}
+LATER_OPTIONS = {"augment": "study", "input_norm": "imagenet", "precision_used": "fp32", "scale_augment": 1.0,
+                 "mix_synthetic": 0.0}
 # what --resume reads from last.pt, with the type each must have
 LAST_KEYS = {"config": dict, "trainable_state": dict, "optimizer": dict, "scheduler": dict, "stopper": dict,
              "rng": dict, "epoch": int, "history": list, "train_seconds": float}
@@ -118,8 +122,14 @@ def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
     a("--input-norm", choices=INPUT_NORMS, default=p.input_norm,
       help="input normalisation: imagenet (fixed ImageNet mean/std, the study's) or crop (each crop against "
            "its own background and spread: light level, white balance and contrast cancel; docs/robustness.md)")
+    a("--scale-augment", type=finite_float, default=1.0, metavar="FACTOR",
+      help="training augmentation for uncalibrated photos: rescale each crop by a random factor in "
+           "[1/FACTOR, FACTOR] before the resize (another magnification); 1: off (docs/scale.md)")
     a("--aug-views", type=int, default=p.aug_views, help="head mode: augmented views of each training crop embedded "
                                                "once, besides the clean view")
+    a("--mix-synthetic", type=finite_float, default=0.0, metavar="FRACTION",
+      help="share of the training crops drawn from the data folder's synthetic pool (data-preprocessing.py "
+           "--mix-synthetic-photos); 0: real crops only. Synthetic crops are never validated or tested on")
     a("--cache-dir", default=None, help="embedding cache folder (default: RESULTS/.embeddings)")
     a("--cache-dtype", choices=("float32", "float16"), default="float32",
       help="storage type of cached embeddings (float16 halves the disk use)")
@@ -153,6 +163,8 @@ def resolve_config(args: argparse.Namespace, preset: str) -> dict[str, Any]:
         raise UserError("--aug-views and --workers must be 0 or more")
     if args.lr <= 0:
         raise UserError("--lr must be positive")
+    check_scale_augment(args.scale_augment)
+    check_fraction(args.mix_synthetic)
     fileio.check_output_dir(args.results, "--results")
     if args.cache_dir:
         fileio.check_output_dir(args.cache_dir, "--cache-dir")
@@ -172,8 +184,9 @@ class Split:
     labels: np.ndarray  # class indices
 
 
-def split_data(manifest, classes: list[str], split: str) -> Split:
-    rows = split_frame(manifest, split)
+def split_data(manifest, classes: list[str], split: str, mix_synthetic: float = 0.0, seed: int = 42) -> Split:
+    """One split's crops; the train split with the synthetic crops ``mix_synthetic`` asks for."""
+    rows = mixed_train(manifest, mix_synthetic, seed)[0] if split == "train" else split_frame(manifest, split)
     index = {c: i for i, c in enumerate(classes)}
     return Split(rows["path"].tolist(), np.array([index[c] for c in rows["label"]], dtype=np.int64))
 
@@ -222,13 +235,15 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
               frozen_amp: torch.dtype | None) -> dict[str, Any]:
     """Loaders for both modes: train (a per-epoch factory), val, test; plus the test labels and paths."""
     root = Path(cfg["data"])
-    train, val, test = (split_data(manifest, classes, s) for s in ("train", "val", "test"))
+    train, val, test = (split_data(manifest, classes, s, cfg["mix_synthetic"], cfg["seed"])
+                        for s in ("train", "val", "test"))
     for name, s in (("train", train), ("val", val), ("test", test)):
         if not s.paths:
             raise UserError(f"the {name} split of {root} is empty; rebuild it with data-preprocessing.py")
     size, seed = cfg["image_size"], cfg["seed"]
     eval_preset = EvalPreset(size, cfg["mean"], cfg["std"], input_norm=cfg["input_norm"])
-    train_preset = TrainPreset(size, cfg["mean"], cfg["std"], augment=cfg["augment"], input_norm=cfg["input_norm"])
+    train_preset = TrainPreset(size, cfg["mean"], cfg["std"], augment=cfg["augment"], input_norm=cfg["input_norm"],
+                               scale_augment=cfg["scale_augment"])
     pin, workers = device.type == "cuda", cfg["workers"]
     out: dict[str, Any] = {"test": test, "embedding": None}
     if cfg["finetune"] == "full":
@@ -347,7 +362,9 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any], info: engine.DistInfo) -
     cfg.update(classes=classes, manifest_digest=manifest_digest(cfg["data"]), device_used=str(device),
                world_size=info.world_size, amp=str(amp).replace("torch.", "") if amp else "off",
                precision_used=precision_name(frozen_amp if cfg["finetune"] == "head" else amp),
-               weights_used=describe_weights(spec, cfg["weights"]))
+               weights_used=describe_weights(spec, cfg["weights"]),
+               crop_um_per_px=recorded_crop_scale(cfg["data"]),  # applied again to new photos' crops
+               synthetic_mix=mixed_train(manifest, cfg["mix_synthetic"], cfg["seed"])[1])
 
     last_path = _from_main(resume_source(out_dir) if args.resume and info.is_main else None, info)
     last = checkpoint.load(last_path) if last_path is not None else None
@@ -528,7 +545,7 @@ def test_and_report(model: nn.Module, spec: ArchSpec, cfg: dict[str, Any], data:
     emb = data["embedding"]
     extra = {"arch": spec.name, "preset": cfg["preset"], "finetune": cfg["finetune"], "balance": cfg["balance"],
              "image_size": cfg["image_size"], "aug_views": cfg["aug_views"] if cfg["finetune"] == "head" else None,
-             "augment": cfg["augment"], "input_norm": cfg["input_norm"],
+             "augment": cfg["augment"], "input_norm": cfg["input_norm"], "mix_synthetic": cfg["mix_synthetic"],
              "epochs_run": state.epoch, "best_epoch": stopper.best_epoch, "best_val_loss": stopper.best_loss,
              "device": cfg["device_used"], "world_size": cfg["world_size"], "amp": cfg["amp"],
              "precision": cfg["precision_used"],

@@ -96,13 +96,18 @@ class TrainPreset:
     """
 
     def __init__(self, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, augment: str = "study", input_norm: str = "imagenet") -> None:
+                 std: Sequence[float] = IMAGENET_STD, augment: str = "study", input_norm: str = "imagenet",
+                 scale_augment: float = 1.0) -> None:
         if augment not in TRAIN_AUGMENTS:
             raise ValueError(f"unknown augmentation {augment!r}; expected one of {list(TRAIN_AUGMENTS)}")
         self.image_size, self.mean, self.std, self.augment = int(image_size), tuple(mean), tuple(std), augment
         self.input_norm = check_input_norm(input_norm)
         s = self.image_size
+        # scale_augment F > 1: the crop first rescaled by a random factor in [1/F, F] (another magnification)
+        rescale = [A.RandomScale(scale_limit=(1 / scale_augment - 1, scale_augment - 1), p=1.0)] \
+            if scale_augment > 1 else []
         self.transform = A.Compose([
+            *rescale,
             A.RandomResizedCrop(size=(s, s), scale=(0.8, 1.0)),
             A.HorizontalFlip(p=0.5),
             A.VerticalFlip(p=0.5),

@@ -18,7 +18,9 @@ Column names carry the unit: ``area_um2``, ``feret_max_um`` ... with a scale, ``
 """
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -172,6 +174,58 @@ def scale_for(photo: str, scale: float | Mapping[str, float] | None) -> float | 
 def reference_scales(feret_max_px: Mapping[str, Sequence[float]], size_um: float) -> dict[str, float]:
     """um/px per photo from its reference objects (median over them): known size / Feret max."""
     return {photo: size_um / float(np.median(v)) for photo, v in feret_max_px.items() if len(v)}
+
+
+SCALE_SOURCE_NUMBER, SCALE_SOURCE_CSV = "--um-per-px", "--um-per-px CSV"
+SCALE_SOURCE_REFERENCE, SCALE_SOURCE_MEDIAN = "reference", "reference (median of other photos)"
+
+
+def add_scale_arguments(group: argparse._ActionsContainer) -> None:
+    """``--um-per-px``, ``--reference-size-um`` and ``--reference-class``: the one calibration of every stage."""
+    a = group.add_argument
+    a("--um-per-px", metavar="X|CSV", help="scale: micrometres per pixel for every photo, or a CSV photo,um_per_px; "
+                                           "without a scale (or --reference-size-um) sizes stay in pixels")
+    a("--reference-size-um", type=float, metavar="UM", help="scale from the particles of --reference-class: "
+                                                            "their Feret max is this many um")
+    a("--reference-class", default="reference", help="the class of the reference object")
+
+
+def check_scale_args(um_per_px: str | None, reference_size_um: float | None) -> None:
+    if reference_size_um is not None and not reference_size_um > 0:
+        raise UserError(f"--reference-size-um must be a positive size in micrometres, got {reference_size_um}")
+    if reference_size_um is not None and um_per_px is not None:
+        raise UserError("give one scale: --um-per-px or --reference-size-um, not both")
+
+
+def photo_scales(photos: Sequence[str], scale: float | Mapping[str, float] | None, *,
+                 reference_feret: Mapping[str, Sequence[float]] | None = None, reference_size_um: float | None = None,
+                 reference_class: str = "reference", seen_as: str = "classified as"
+                 ) -> tuple[dict[str, float], dict[str, str]] | None:
+    """(um/px, where it came from) of every photo; None without a scale.
+
+    With ``reference_size_um`` each photo's scale is its reference objects' (``reference_feret``:
+    their Feret max in px, by photo), and a photo without one gets the median of the others;
+    else ``scale`` (``parse_scale``), which must cover every photo."""
+    if reference_size_um is not None:
+        per_photo = reference_scales(reference_feret or {}, reference_size_um)
+        if not per_photo:
+            raise UserError(f"--reference-size-um: no particle was {seen_as} {reference_class!r}, so there "
+                            "is no scale; pass --um-per-px instead")
+        fallback = float(np.median(list(per_photo.values())))
+        lacking = [p for p in photos if p not in per_photo]
+        if lacking:
+            print(f"warning: {len(lacking)} photo(s) show no {reference_class}; they get the median scale of the "
+                  f"others, {fallback:.4g} um/px", file=sys.stderr)
+        values = {p: per_photo.get(p, fallback) for p in photos}
+        return values, {p: (SCALE_SOURCE_REFERENCE if p in per_photo else SCALE_SOURCE_MEDIAN) for p in values}
+    if scale is None:
+        return None
+    values = {p: scale_for(p, scale) for p in photos}
+    missing = [p for p, v in values.items() if v is None]
+    if missing:
+        raise UserError(f"--um-per-px has no value for {len(missing)} photo(s), e.g. {missing[0]}")
+    source = SCALE_SOURCE_NUMBER if isinstance(scale, (int, float)) else SCALE_SOURCE_CSV
+    return values, {p: source for p in values}
 
 
 def to_micrometres(frame: pd.DataFrame, um_per_px: np.ndarray) -> pd.DataFrame:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from microplastics.data.scale import model_scale, predictor_scale
 from microplastics.find import detection, measure, samples
 from microplastics.core import fileio
 from microplastics.data.annotations import (BoxRecord, crop_box, detect_format, read_annotations, records_by_photo,
@@ -33,8 +34,8 @@ from microplastics.core.cli import UserError
 from microplastics.find.finder import FinderSettings, find_particles
 from microplastics.core.images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
 from microplastics.predict.model_folder import default_margin
-from microplastics.predict.predictor import (Predictor, load_predictor, parse_class_map, predict_in_batches,
-                                             with_probabilities)
+from microplastics.predict.external import parse_class_map
+from microplastics.predict.predictor import Predictor, load_predictor, predict_in_batches, with_probabilities
 
 FOUND_DIR = "found"
 SAMPLES_CSV = "samples.csv"
@@ -47,11 +48,7 @@ def add_find_arguments(parser: argparse.ArgumentParser) -> None:
     a = g.add_argument
     a("--find", action="store_true", help="with --photos: find the particles with the classical finder instead "
                                           "of reading annotated boxes; annotations, where present, only score it")
-    a("--um-per-px", metavar="X|CSV", help="scale: micrometres per pixel for every photo, or a CSV photo,um_per_px; "
-                                           "without a scale (or --reference-size-um) sizes stay in pixels")
-    a("--reference-size-um", type=float, metavar="UM", help="scale from the particles classified as "
-                                                            "--reference-class: their Feret max is this many um")
-    a("--reference-class", default="reference", help="the class of the reference object")
+    measure.add_scale_arguments(g)
     a("--review-below", type=float, default=0.6, help="particles whose top class probability is below this are "
                                                       "flagged uncertain and put on the review sheet")
     a("--sample-pattern", metavar="REGEX", help="sample of a photo from its name (first group, else the match); "
@@ -68,10 +65,7 @@ def check_find_args(args: argparse.Namespace) -> None:
         raise UserError("--find needs --photos DIR, the folder of photos to search")
     if not 0 <= args.review_below <= 1:
         raise UserError(f"--review-below must be between 0 and 1, got {args.review_below}")
-    if args.reference_size_um is not None and not args.reference_size_um > 0:
-        raise UserError(f"--reference-size-um must be a positive size in micrometres, got {args.reference_size_um}")
-    if args.reference_size_um is not None and args.um_per_px is not None:
-        raise UserError("give one scale: --um-per-px or --reference-size-um, not both")
+    measure.check_scale_args(args.um_per_px, args.reference_size_um)
     if not args.min_diameter_um >= 0:
         raise UserError(f"--min-diameter-um must be 0 or more, got {args.min_diameter_um}")
     samples.check_edges(args.size_bins)
@@ -117,7 +111,8 @@ def process_photo(image: np.ndarray, predictor: Predictor, settings: FinderSetti
     boxes = [(f.label, f.minr, f.minc, f.maxr, f.maxc) for f in found]
     crops = [crop_box(image, BoxRecord(Path(), str(f.label), f.minr, f.minc, f.maxr, f.maxc, None, ""), margin)
              for f in found]
-    probs = predict_in_batches(predictor, crops, batch_size)
+    # a model trained on resampled crops sees them at its own scale; the crops kept for the page stay as cut
+    probs = predict_in_batches(predictor, model_scale(crops, um_per_px, predictor_scale(predictor)), batch_size)
     frame = pd.DataFrame(boxes, columns=["particle", "minr", "minc", "maxr", "maxc"])
     measures = measure.measure_particles(labels, image, boxes, None)
     return labels, pd.concat([frame, measures], axis=1), probs, crops
@@ -204,26 +199,15 @@ def run_find(args: argparse.Namespace, device: str) -> int:
 def calibrate(particles: pd.DataFrame, photo_table: pd.DataFrame, scale: float | dict | None,
               args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Measures in um with a scale (--um-per-px, or the reference objects), else left in pixels."""
-    if args.reference_size_um is not None:
-        refs = particles[particles["class"] == args.reference_class]
-        per_photo = measure.reference_scales(refs.groupby("photo")["feret_max_px"].apply(list).to_dict(),
-                                             args.reference_size_um)
-        if not per_photo:
-            raise UserError(f"--reference-size-um: no particle was classified as {args.reference_class!r}, so there "
-                            "is no scale; pass --um-per-px instead")
-        fallback = float(np.median(list(per_photo.values())))
-        lacking = [p for p in photo_table["photo"] if p not in per_photo]
-        if lacking:
-            print(f"warning: {len(lacking)} photo(s) show no {args.reference_class}; they get the median scale of the "
-                  f"others, {fallback:.4g} um/px", file=sys.stderr)
-        values = {p: per_photo.get(p, fallback) for p in photo_table["photo"]}
-        source = {p: ("reference" if p in per_photo else "reference (median of other photos)") for p in values}
-    elif scale is not None:
-        values = {p: measure.scale_for(p, scale) for p in photo_table["photo"]}
-        source = {p: ("--um-per-px" if isinstance(scale, float) else "--um-per-px CSV") for p in values}
-    else:
+    refs = particles[particles["class"] == args.reference_class] if args.reference_size_um is not None else None
+    scales = measure.photo_scales(
+        list(photo_table["photo"]), scale, reference_size_um=args.reference_size_um,
+        reference_feret=None if refs is None else refs.groupby("photo")["feret_max_px"].apply(list).to_dict(),
+        reference_class=args.reference_class)
+    if scales is None:
         particles = particles.assign(um_per_px=np.nan, scale_source="none: sizes in pixels")
         return particles, {"unit": "px", "note": "no scale given: every size is in pixels"}
+    values, source = scales
     per_row = particles["photo"].map(values).to_numpy(float)
     particles = measure.to_micrometres(particles, per_row)
     particles = particles.assign(um_per_px=per_row, scale_source=particles["photo"].map(source))

@@ -21,9 +21,10 @@ from microplastics.core.cli import ArgumentParser, UserError, add_device_argumen
 from microplastics.core.images import IMAGE_EXTENSIONS, is_image_file
 from microplastics.deep.precision import PRECISIONS
 from microplastics.predict.model_folder import default_margin, read_crop, recorded_predictions, resolve_data_dir
-from microplastics.predict.predictor import (CROPS_CSV, EXTERNAL_DIR, Predictor, classify_files, classify_photos,
-                                             load_predictor, parse_class_map, predict_in_batches, with_probabilities,
-                                             write_external)
+from microplastics.predict.external import EXTERNAL_DIR, parse_class_map, write_external
+from microplastics.predict.predictor import (CROPS_CSV, Predictor, classify_files, classify_photos, load_predictor,
+                                             predict_in_batches, with_probabilities)
+from microplastics.predict.tta import with_tta
 from microplastics.results.grids import pick_rows
 
 
@@ -131,6 +132,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="deep models' arithmetic. auto: bf16 autocast on a CPU with native bf16 (AVX512-BF16, "
                              "AMX; about 2x faster), CUDA's mixed precision on a GPU, else fp32; fp32: full "
                              "precision; bf16: bf16 autocast")
+    parser.add_argument("--tta", action="store_true",
+                        help="crops/photos mode: test-time augmentation, the mean probability over the 8 flips and "
+                             "90-degree rotations of each crop (8x the time); recorded in metrics.json as tta")
     from microplastics.find.sample_report import add_find_arguments
 
     add_find_arguments(parser)
@@ -160,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = _check_args(args)
     if args.find and mode != "photos":
         raise UserError("--find works on photos: --model DIR --photos DIR --find")
+    if args.tta and (mode == "grid" or args.find):
+        raise UserError("--tta works in crops mode (--input) and photos mode (--photos without --find)")
     from microplastics.deep.engine import resolve_device  # torch loads only here, after the checks
 
     device = str(resolve_device(args.device))
@@ -189,7 +195,7 @@ def run_grids(args: argparse.Namespace, device: str) -> int:
 
 def run_crops(args: argparse.Namespace, device: str) -> int:
     paths = collect_inputs(args.input)
-    predictor = load_predictor(args.model, device, args.precision)
+    predictor = with_tta(load_predictor(args.model, device, args.precision), args.tta)
     frame, unreadable = classify_files(predictor, paths, args.batch_size)
     for path, why in unreadable:
         print(f"warning: skipped unreadable {path}: {why}", file=sys.stderr)
@@ -203,11 +209,26 @@ def run_crops(args: argparse.Namespace, device: str) -> int:
     return 0
 
 
+def photos_scale(args: argparse.Namespace, predictor: Predictor) -> float | dict[str, float] | None:
+    """Photos mode's ``--um-per-px``, with a warning where it and the model's training scale do not meet."""
+    from microplastics.data.scale import predictor_scale
+    from microplastics.find.measure import parse_scale
+
+    if args.reference_size_um is not None:
+        raise UserError("--reference-size-um works with --find; for annotated photos give --um-per-px X|CSV")
+    scale, trained = parse_scale(args.um_per_px), predictor_scale(predictor)
+    if trained and scale is None:
+        print(f"warning: {predictor.name} was trained on crops resampled to {trained:g} um/px, but --um-per-px was "
+              "not given, so the crops are used at the photos' own scale", file=sys.stderr)
+    return scale
+
+
 def run_photos(args: argparse.Namespace, device: str) -> int:
     class_map = parse_class_map(args.class_map)
-    predictor = load_predictor(args.model, device, args.precision)
+    predictor = with_tta(load_predictor(args.model, device, args.precision), args.tta)
     margin = args.margin if args.margin is not None else default_margin(Path(args.model))
-    frame = classify_photos(predictor, args.photos, margin, fmt=args.format, batch_size=args.batch_size)
+    frame = classify_photos(predictor, args.photos, margin, fmt=args.format, batch_size=args.batch_size,
+                            um_per_px=photos_scale(args, predictor))
     skipped = frame.attrs.get("skipped", [])
     for item, why in skipped[:20]:
         print(f"warning: skipped {item}: {why}", file=sys.stderr)

@@ -3,37 +3,28 @@
 ``load_predictor(model_dir)`` gives one interface over a deep checkpoint (best.pt) and a classical
 pipeline (model.skops): ``.name``, ``.classes`` and ``.predict_proba(images)`` on RGB uint8 arrays.
 ``classify_files`` and ``classify_photos`` run it on crop files and on the annotated particles of
-photos; ``score_particles`` and ``write_external`` score a labelled set of photos. The command
-line of prediction.py is predict.prediction; model folders are read by core.layout and
-predict.model_folder.
+photos; predict.external scores labelled sets of photos, predict.tta averages over flips and
+quarter turns. The command line of prediction.py is predict.prediction; model folders are read by
+core.layout and predict.model_folder.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from microplastics.core import fileio
-from microplastics.core.errors import InputError
 from microplastics.core.images import ImageReadError, read_rgb
-from microplastics.core.layout import PREDICTIONS_NAME, trained_model_file
-from microplastics.data.dataset import lines_digest
-from microplastics.results.metrics import compute_metrics, write_evaluation
+from microplastics.core.layout import trained_model_file
 
 if TYPE_CHECKING:  # the heavy modules load only when a model of their kind does
     from microplastics.classical.baselines import ClassicalModel
     from microplastics.deep.checkpoint import LoadedClassifier
 
 CROPS_CSV = "classified.csv"
-PARTICLES_CSV = "particles.csv"
-EXTERNAL_DIR = "external"
-EXTERNAL_FILES = (PARTICLES_CSV, "metrics.json", PREDICTIONS_NAME, "classification_report.txt",
-                  "confusion_matrix.png")
 BOX_COLUMNS = ["photo", "box_id", "minr", "minc", "maxr", "maxc", "crop_name"]
 
 
@@ -61,6 +52,7 @@ class DeepPredictor:
     def __post_init__(self) -> None:
         self.classes = list(self.loaded.classes)
         self.weights = str(self.loaded.weights)
+        self.crop_um_per_px = self.loaded.config.get("crop_um_per_px")  # the training crops' scale, if resampled
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         # one forward pass for the batch the caller chose (--batch-size)
@@ -78,6 +70,7 @@ class ClassicalPredictor:
 
     def __post_init__(self) -> None:
         self.classes = list(self.model.classes)
+        self.crop_um_per_px = self.model.info.get("crop_um_per_px")  # the training crops' scale, if resampled
 
     def predict_proba(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return np.asarray(self.model.predict_proba_images(list(images)), dtype=np.float64)
@@ -150,15 +143,18 @@ def classify_files(predictor: Predictor, paths: Sequence[Path], batch_size: int 
 # ----------------------------------------------------------------------------- photos mode
 
 def classify_photos(predictor: Predictor, photos_dir: str | Path, margin: float = 0.0, *, fmt: str = "auto",
-                    batch_size: int = 32) -> pd.DataFrame:
+                    batch_size: int = 32, um_per_px: float | Mapping[str, float] | None = None) -> pd.DataFrame:
     """Cut out and classify every annotated particle of a MICRO-style folder or a YOLO export.
 
     One row per particle: ``photo`` (relative to ``photos_dir``), ``box_id``, the box
     (``minr,minc,maxr,maxc``, max exclusive), ``crop_name``, ``true`` (the annotated class,
     "" when the annotations carry none), ``pred`` and ``prob_<class>`` per model class.
-    ``frame.attrs["skipped"]`` lists (item, reason) for what could not be used.
+    ``frame.attrs["skipped"]`` lists (item, reason) for what could not be used. With the photos'
+    ``um_per_px`` (``--um-per-px``), a model trained on resampled crops gets its crops at its own scale.
     """
-    from microplastics.data.annotations import crop_box, read_annotations, records_by_photo, relative_name
+    from microplastics.data.annotations import crop_box, photo_root, read_annotations, records_by_photo, relative_name
+    from microplastics.data.scale import model_scale, predictor_scale
+    from microplastics.find.measure import scale_for
 
     root = Path(photos_dir)
     found = read_annotations(root, fmt, require_label=False)
@@ -172,7 +168,8 @@ def classify_photos(predictor: Predictor, photos_dir: str | Path, margin: float 
         except ImageReadError as err:
             skipped.append((relative_name(photo, root), f"unreadable image: {err.reason}"))
             continue
-        crops = [crop_box(image, r, margin) for r in records]
+        photo_scale = scale_for(relative_name(photo, photo_root(root, found.format)), um_per_px)
+        crops = model_scale([crop_box(image, r, margin) for r in records], photo_scale, predictor_scale(predictor))
         parts.append(predict_in_batches(predictor, crops, batch_size))
         meta.extend({"photo": relative_name(r.photo, root), "box_id": r.box_id, "minr": r.minr, "minc": r.minc,
                      "maxr": r.maxr, "maxc": r.maxc, "crop_name": r.crop_name, "true": r.label or ""}
@@ -181,89 +178,5 @@ def classify_photos(predictor: Predictor, photos_dir: str | Path, margin: float 
     frame = with_probabilities(pd.DataFrame(meta, columns=[*BOX_COLUMNS, "true"]), probs, predictor.classes)
     frame.attrs.update(skipped=skipped, format=found.format, margin=float(margin))
     return frame
-
-
-@dataclass
-class ParticleScore:
-    """How a labelled external set scores: which rows count, and what was left out."""
-
-    scored: np.ndarray                  # boolean mask over the frame's rows
-    y_true: list[str]                   # mapped labels of the scored rows
-    unknown_classes: dict[str, int]     # label -> particles, labels the model does not know
-    n_unlabelled: int
-    metrics: dict[str, Any] | None      # compute_metrics of the scored rows; None when none
-
-
-def score_particles(frame: pd.DataFrame, classes: Sequence[str],
-                    class_map: Mapping[str, str] | None = None) -> ParticleScore:
-    """Score ``classify_photos`` rows against their annotated labels.
-
-    Labels are first renamed through ``class_map``; rows without a label, or with one the
-    model does not know, are left out (the latter counted in ``unknown_classes``).
-    """
-    class_map = dict(class_map or {})
-    labels = frame["true"].fillna("").astype(str).map(lambda v: class_map.get(v, v))
-    labelled = (labels != "").to_numpy()
-    known = labels.isin(list(classes)).to_numpy()
-    unknown = labels[labelled & ~known].value_counts()
-    scored = labelled & known
-    y_true = labels[scored].tolist()
-    metrics = compute_metrics(y_true, frame.loc[scored, "pred"].tolist(), classes) if scored.any() else None
-    return ParticleScore(scored=scored, y_true=y_true, unknown_classes={str(k): int(v) for k, v in unknown.items()},
-                         n_unlabelled=int((~labelled).sum()), metrics=metrics)
-
-
-def set_fingerprint(frame: pd.DataFrame) -> str:
-    """A short hash of an external set's boxes and labels, like the test split's fingerprint."""
-    return lines_digest(f"{p}\t{b}\t{t}" for p, b, t in zip(frame["photo"], frame["box_id"], frame["true"]))
-
-
-def write_external(out_dir: str | Path, frame: pd.DataFrame, predictor: Predictor, *, source: str | Path,
-                   csv_path: str | Path | None = None, class_map: Mapping[str, str] | None = None
-                   ) -> ParticleScore:
-    """particles.csv, and for labelled particles the evaluation files with split "external"."""
-    out_dir = Path(out_dir)
-    for name in EXTERNAL_FILES:  # no file of an earlier run may pass for this one's
-        (out_dir / name).unlink(missing_ok=True)
-    with fileio.atomic_path(Path(csv_path) if csv_path else out_dir / PARTICLES_CSV) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.6f")
-    score = score_particles(frame, predictor.classes, class_map)
-    if score.unknown_classes:
-        print(f"warning: label(s) the model does not know, left out of scoring: "
-              f"{', '.join(f'{k} ({v})' for k, v in score.unknown_classes.items())}; "
-              f"model classes: {', '.join(predictor.classes)} (see --class-map)", file=sys.stderr)
-    if not (score.scored.any() or score.unknown_classes):
-        return score  # unlabelled photos: nothing to score
-    extra = {"source": str(source), "format": frame.attrs.get("format"), "margin": frame.attrs.get("margin"),
-             "n_particles": int(len(frame)), "n_scored": int(score.scored.sum()),
-             "n_unlabelled": score.n_unlabelled, "unknown_classes": sorted(score.unknown_classes),
-             "unknown_counts": score.unknown_classes, "class_map": dict(class_map or {}),
-             "skipped": [{"item": i, "reason": r} for i, r in frame.attrs.get("skipped", [])]}
-    fingerprint = set_fingerprint(frame)
-    if score.metrics is None:
-        print("warning: no particle has a label the model knows; metrics.json records only what was left out",
-              file=sys.stderr)
-        fileio.write_json(out_dir / "metrics.json", {"model": predictor.name, "split": "external", "n": 0,
-                                                     "split_fingerprint": fingerprint, "weights": predictor.weights,
-                                                     "train_seconds": None, **extra})
-        return score
-    rows = frame[score.scored]
-    probs = rows[[f"prob_{c}" for c in predictor.classes]].to_numpy(dtype=float)
-    write_evaluation(out_dir, model=predictor.name, classes=predictor.classes,
-                     paths=[f"{p}#{b}" for p, b in zip(rows["photo"], rows["box_id"])], y_true=score.y_true,
-                     y_pred=rows["pred"].tolist(), probs=probs, split_fingerprint=fingerprint,
-                     weights=predictor.weights, train_seconds=None, split="external", extra=extra)
-    return score
-
-
-def parse_class_map(items: Sequence[str] | None) -> dict[str, str]:
-    """``["fiber=line", "pallet=pellet"]`` -> {"fiber": "line", "pallet": "pellet"}."""
-    mapping = {}
-    for item in items or []:
-        old, sep, new = item.partition("=")
-        if not sep or not old.strip() or not new.strip():
-            raise InputError(f"--class-map {item!r}: expected OLD=NEW, e.g. --class-map pallet=pellet fiber=line")
-        mapping[old.strip()] = new.strip()
-    return mapping
 
 

@@ -10,13 +10,18 @@ Per model folder it writes ``robustness_predictions.csv`` (one row per crop and 
 ``robustness.csv`` (corruption, severity, accuracy, macro_f1, n, applied_to; computed from the
 predictions file's rows only), ``robustness.json`` (the summary the report uses) and
 ``robustness.png`` (macro-F1 against severity, one line per corruption).
+
+``--external NAME=DIR`` scores annotated photo sets the model has not seen (predict/external.py):
+one row per set in ``external.csv``, the per-crop predictions in ``external/<set>/``. With
+``--external`` alone the corruption suite is skipped (give ``--corruptions`` or ``--severities``
+to run it too). ``--tta`` averages every prediction over the 8 flips and quarter turns.
 """
 from __future__ import annotations
 
 import argparse
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -29,7 +34,12 @@ from microplastics.core import fileio, layout, provenance
 from microplastics.core.cli import ArgumentParser, UserError, add_device_argument, finite_float
 from microplastics.core.images import ImageReadError, read_rgb
 from microplastics.data import corruptions, dataset
+from microplastics.predict import external
+from microplastics.predict.model_folder import default_margin
 from microplastics.predict.predictor import Predictor, classify_photos, load_predictor
+from microplastics.predict.tta import tta_of, with_tta
+from microplastics.results import external_sets
+from microplastics.results.metrics import compute_metrics, load_metrics, model_classes
 from microplastics.results.robustness_table import CLEAN, summarise, table_from_predictions
 
 TABLE_NAME = layout.ROBUSTNESS_TABLE
@@ -236,23 +246,37 @@ def write_outputs(model_dir: Path, model: str, predictions: pd.DataFrame, classe
 
 # ---------------------------------------------------------------- command line
 
-def evaluate_model(model_dir: Path, setup: Setup, device: str, run: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Score one model folder under every condition and write its robustness files."""
-    _check_fingerprint(model_dir, setup)
-    predictor = load_predictor(model_dir, device=device)
-    missing = sorted(set(setup.test["label"]) - set(predictor.classes))
-    if missing:
-        raise UserError(f"{model_dir} was trained without class(es) {missing} of {setup.data_dir}; "
-                        "score it on the data it was trained for")
+def evaluate_model(model_dir: Path, setup: Setup, predictor: Predictor,
+                   run: dict[str, Any] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Score one model folder under every condition and write its robustness files; the summary and predictions."""
+    check_model(model_dir, setup, predictor)
     started = time.perf_counter()
     predictions = score_model(predictor, setup)
     classes = sorted(set(setup.classes) | set(predictor.classes))
     extra = {"applied_to": setup.applied_to, "photos": str(setup.photo_dir) if setup.photo_dir else None,
-             "margin": setup.margin, "seed": setup.seed, "data": str(setup.data_dir),
+             "margin": setup.margin, "seed": setup.seed, "data": str(setup.data_dir), "tta": tta_of(predictor),
              "n_test_crops": int(len(setup.test)), "n_test_photos": int(setup.test["source_image"].nunique()),
              "seconds": round(time.perf_counter() - started, 1), "suite": corruptions.describe_suite(),
              **({provenance.RUN_KEY: run} if run else {})}
-    return write_outputs(model_dir, getattr(predictor, "name", model_dir.name), predictions, classes, extra)
+    summary = write_outputs(model_dir, getattr(predictor, "name", model_dir.name), predictions, classes, extra)
+    return summary, predictions
+
+
+def check_model(model_dir: Path, setup: Setup, predictor: Predictor) -> None:
+    """The model must have been tested on this test split and know all of its classes."""
+    _check_fingerprint(model_dir, setup)
+    missing = sorted(set(setup.test["label"]) - set(predictor.classes))
+    if missing:
+        raise UserError(f"{model_dir} was trained without class(es) {missing} of {setup.data_dir}; "
+                        "score it on the data it was trained for")
+
+
+def clean_reference(predictions: pd.DataFrame, classes: Sequence[str], tta: str) -> dict[str, Any]:
+    """The test-split figures of this run's clean condition, the reference of the external sets' drops."""
+    clean = predictions[predictions["corruption"] == CLEAN]
+    scores = compute_metrics(clean["true"].tolist(), clean["pred"].tolist(), classes)
+    return {"test_accuracy": scores["accuracy"], "test_macro_f1": scores["macro_f1"],
+            "test_reference": f"test split scored in this run (tta {tta})"}
 
 
 def _check_fingerprint(model_dir: Path, setup: Setup) -> None:
@@ -294,32 +318,80 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="score only N test photos drawn with --seed (quick runs; default: all)")
     parser.add_argument("--batch-size", type=int, default=32, help="crops per prediction batch (default: %(default)s)")
     add_device_argument(parser)
-    parser.add_argument("--seed", type=int, default=42, help="seed of the random corruptions (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="seed of the random corruptions and of the bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--external", action="append", metavar="NAME=DIR",
+                        help="score an annotated photo set the model has not seen: a MICRO folder (raw_img/ + "
+                             "annotation/) or a YOLO export; repeat for several. Writes MODEL/external.csv (one row "
+                             "per set) and MODEL/external/NAME/ (predictions.csv, metrics.json, confusion matrix). "
+                             "Alone, it skips the corruption suite; add --corruptions/--severities to run both")
+    parser.add_argument("--class-map", action="append", nargs="+", metavar="NAME OLD=NEW",
+                        help="rename the labels of the --external set NAME to the model's classes; OLD=- leaves "
+                             "class OLD out; repeatable, e.g. --class-map synth line=fiber hard=fragment "
+                             "pellet=pallet foam=- noise=- reference=-")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average each crop's probabilities over its 8 flips and "
+                             "90-degree rotations (8x the time), in every condition and set; recorded as tta")
+    parser.add_argument("--n-boot", type=int, default=1000,
+                        help="bootstrap resamples of the --external sets' 95%% intervals (default: %(default)s)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    if args.batch_size < 1 or args.limit_photos < 0:
-        raise UserError("--batch-size must be at least 1 and --limit-photos at least 0")
+    if args.batch_size < 1 or args.limit_photos < 0 or args.n_boot < 1:
+        raise UserError("--batch-size and --n-boot must be at least 1 and --limit-photos at least 0")
     if args.margin is not None and not args.margin >= 0:
         raise UserError(f"--margin must be a number >= 0 (a fraction of the box size), got {args.margin}")
+    if args.class_map and not args.external:
+        raise UserError("--class-map NAME OLD=NEW... renames the labels of an --external NAME=DIR set; give the set")
     corruptions.resolve_names(args.corruptions)  # a typo fails before anything loads
     corruptions.resolve_severities(args.severities)
     notes: list[str] = []
     model_dirs = layout.find_model_dirs(args.results, args.model, require=layout.TRAINED_MODEL, notes=notes,
                                         named_paths=True)
     layout.print_notes(notes)
-    setup = build_setup(args)
+    sets = external.parse_external(args.external, args.class_map)
+    for model_dir in model_dirs:  # every set's classes against every model's, before any work
+        external.check_classes(sets, model_dir.name, model_classes(load_metrics(model_dir), None))
+    run_suite = not sets or args.corruptions is not None or args.severities is not None
+    setup = build_setup(args) if run_suite or args.tta else None
     from microplastics.deep.engine import resolve_device  # torch loads only here, after the checks
 
     device = str(resolve_device(args.device))
-    print(f"scoring {len(setup.test)} test crops of {setup.test['source_image'].nunique()} photos under "
-          f"{len(setup.conditions)} conditions; corruptions applied to each {setup.applied_to}"
-          + (f" (photos from {setup.photo_dir})" if setup.photo_dir else " (test photos not found)"))
+    if run_suite:
+        print(f"scoring {len(setup.test)} test crops of {setup.test['source_image'].nunique()} photos under "
+              f"{len(setup.conditions)} conditions; corruptions applied to each {setup.applied_to}"
+              + (f" (photos from {setup.photo_dir})" if setup.photo_dir else " (test photos not found)")
+              + (" with test-time augmentation" if args.tta else ""))
     for model_dir in model_dirs:
-        summary = evaluate_model(model_dir, setup, device, provenance.run_record("robustness.py", argv))
-        print(f"{summary['model']}: clean macro-F1 {summary['clean_macro_f1']:.3f}, mean under corruption "
-              f"{summary['mean_corrupted_macro_f1']:.3f} (relative drop {summary['relative_drop']:.1%}); "
-              f"worst {summary['worst_condition']} {summary['worst_macro_f1']:.3f} -> {model_dir / TABLE_NAME}")
+        predictor = with_tta(load_predictor(model_dir, device=device), args.tta)
+        reference = external_sets.own_test_figures(load_metrics(model_dir))
+        if run_suite:
+            summary, predictions = evaluate_model(model_dir, setup, predictor,
+                                                  provenance.run_record("robustness.py", argv))
+            reference = clean_reference(predictions, predictor.classes, tta_of(predictor))
+            print(f"{summary['model']}: clean macro-F1 {summary['clean_macro_f1']:.3f}, mean under corruption "
+                  f"{summary['mean_corrupted_macro_f1']:.3f} (relative drop {summary['relative_drop']:.1%}); "
+                  f"worst {summary['worst_condition']} {summary['worst_macro_f1']:.3f} -> {model_dir / TABLE_NAME}")
+        elif setup is not None:  # TTA changes the test split's figures too: score it clean, the same way
+            check_model(model_dir, setup, predictor)
+            clean = score_model(predictor, replace(setup, conditions=[(CLEAN, 0)]))
+            reference = clean_reference(clean, predictor.classes, tta_of(predictor))
+        if sets:
+            margin = args.margin if args.margin is not None else default_margin(model_dir)
+            table = external.score_sets(model_dir, predictor, sets, reference, margin=margin,
+                                        batch_size=args.batch_size, n_boot=args.n_boot, seed=args.seed)
+            print_external(predictor.name, table[table["tta"] == tta_of(predictor)], sets, model_dir)
     return 0
+
+
+def print_external(model: str, table: pd.DataFrame, sets: Sequence[external.ExternalSet], model_dir: Path) -> None:
+    for ext in sets:
+        row = table[table["set"] == ext.name].iloc[0]
+        recalls = ", ".join(f"{c[len('recall_'):]} {row[c]:.3f}" for c in table.columns
+                            if c.startswith("recall_") and pd.notna(row[c]))
+        print(f"{model} on {ext.name} (tta {row['tta']}, n={int(row['n'])}): accuracy {row['accuracy']:.3f} "
+              f"[{row['accuracy_low']:.3f}, {row['accuracy_high']:.3f}], macro-F1 {row['macro_f1']:.3f} "
+              f"[{row['macro_f1_low']:.3f}, {row['macro_f1_high']:.3f}], drop from test {row['drop_macro_f1']:+.3f}; "
+              f"recall {recalls} -> {model_dir / external_sets.TABLE_NAME}")

@@ -512,6 +512,61 @@ def robustness_section(report: Report, page_dir: Path) -> str:
     return section("robustness", "Robustness", body + (gallery(plots, page_dir) if plots else ""))
 
 
+# ---------------------------------------------------------------- other photo sets (robustness.py --external)
+
+def external_rows(models: Sequence[ModelResult], notes: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the other-photo-sets table: one row per model, set and TTA, from each external.csv."""
+    from microplastics.results import external_sets
+
+    tables = {m.name: (m, external_sets.read_table(m.folder)) for m in models}
+    tables = {k: v for k, v in tables.items() if v[1] is not None and not v[1].empty}
+    recalls = list(dict.fromkeys(c for _, t in tables.values() for c in external_sets.recall_columns(t)))
+    header = ["model", "set", "TTA", "n", "accuracy", "macro F1",
+              *[esc(f"recall {c[len(external_sets.RECALL_PREFIX):]}") for c in recalls],
+              "test macro F1", "drop in macro F1", "drop in accuracy"]
+    rows = []
+    for name, (m, frame) in tables.items():
+        for _, row in frame.iterrows():
+            notes.extend(external_agreement(m, row))
+            rows.append([esc(name), esc(row["set"]), esc(row["tta"]), esc(fmt(row["n"])),
+                         score_cell(row, "accuracy") if "accuracy_low" in row else esc(fmt(row["accuracy"])),
+                         score_cell(row, "macro_f1") if "macro_f1_low" in row else esc(fmt(row["macro_f1"])),
+                         *[esc(fmt(row.get(c))) for c in recalls], esc(fmt(row.get("test_macro_f1"))),
+                         esc(fmt(row.get("drop_macro_f1"))), esc(fmt(row.get("drop_accuracy")))])
+    return header, rows
+
+
+def external_agreement(m: ModelResult, row: pd.Series) -> list[str]:
+    """A note when a row of external.csv is not what the predictions file it names gives."""
+    from microplastics.results import metrics
+
+    path = m.folder / str(row.get("predictions", ""))
+    if not row.get("predictions") or not path.is_file():
+        return [f"{m.name} on {row['set']}: the predictions behind its external.csv row are missing"]
+    saved = metrics.read_predictions(path)
+    scores = metrics.compute_metrics(saved["true"], saved["pred"], metrics.model_classes({}, saved))
+    if abs(scores["macro_f1"] - float(row["macro_f1"])) > 1e-5 or int(scores["n"]) != int(row["n"]):
+        return [f"{m.name} on {row['set']}: external.csv says macro F1 {float(row['macro_f1']):.4f} but {path} gives "
+                f"{scores['macro_f1']:.4f}; rerun robustness.py --external"]
+    return []
+
+
+def external_section(report: Report, page_dir: Path, notes: list[str]) -> str:
+    if not any((m.folder / "external.csv").is_file() for m in report.models):
+        return ""
+    header, rows = external_rows(report.models, notes)
+    if not rows:
+        return ""
+    intro = ("<p class=\"muted\">Each model's external.csv (robustness.py --external): annotated photo sets the "
+             "model was not trained on, their classes mapped to the model's. Accuracy and macro F1 with 95% "
+             "bootstrap intervals over the set's crops, recall per class (empty: the set has no such crop), and the "
+             "drop from the model's own test split (its metrics.json, or the test split scored in the same run "
+             "with the same TTA). TTA dihedral8: probabilities averaged over the 8 flips and quarter turns.</p>")
+    plots = [(m.name, m.folder / "external.png") for m in report.models if (m.folder / "external.png").is_file()]
+    body = intro + table(header, rows) + (gallery(plots, page_dir) if plots else "")
+    return section("external", "Other photo sets", body)
+
+
 def notes_html(notes: Iterable[str]) -> str:
     items = "".join(f"<li>{esc(n)}</li>" for n in notes)
     return f"<ul class=\"notes\">{items}</ul>" if items else ""
@@ -543,8 +598,9 @@ def render(report: Report, page: Path) -> str:
         localisation_section(report.models),
     ]
     sections = [data_section(report), comparison_section(report), significance_section(report), *figures,
-                per_class_section(report, page_dir, page_notes), class_reports_section(report, page_dir), *later,
-                robustness_section(report, page_dir), reproduce_section(report)]
+                per_class_section(report, page_dir, page_notes), class_reports_section(report, page_dir),
+                *later, robustness_section(report, page_dir), external_section(report, page_dir, page_notes),
+                reproduce_section(report)]
     notes = notes_html(report.notes + page_notes + [f"missing figures: {m}" for m in missing])
     body = "".join(sections)
     nav = "".join(f"<a href=\"#{a}\">{t}</a>" for a, t in NAV if f"id=\"{a}\"" in body)
@@ -565,8 +621,10 @@ def banner_html(report: Report) -> str:
 
 NAV = [("data", "Data"), ("comparison", "Comparison"), ("significance", "Significance"),
        ("confusion", "Confusion"), ("curves", "Curves"), ("per-class", "Per class"), ("class-reports", "Per model"),
-       ("grids", "Predictions"), ("gradcam", "Grad-CAM"), ("localisation", "Localisation"),
-       ("robustness", "Robustness"), ("reproduce", "Reproduce")]
+       ("grids", "Predictions"),
+       ("gradcam", "Grad-CAM"), ("localisation", "Localisation"), ("robustness", "Robustness"),
+       ("external", "Other photo sets"),
+       ("reproduce", "Reproduce")]
 
 
 def write_html(report: Report, path: Path) -> Path:
