@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from microplastics.core import fileio
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.core.seeds import item_seed
 from microplastics.deep.precision import autocast_for
 
@@ -72,16 +72,16 @@ def cleanup_distributed(info: DistInfo) -> None:
 
 
 def resolve_device(choice: str, info: DistInfo = DistInfo()) -> torch.device:
-    """auto: cuda, then mps, then cpu. Asking for a device that is absent is a UserError."""
+    """auto: cuda, then mps, then cpu. Asking for a device that is absent is a InputError."""
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
     if choice == "cuda":
         if not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device is available; use --device auto or cpu")
+            raise InputError("--device cuda: no CUDA device is available; use --device auto or cpu")
         return torch.device("cuda", info.local_rank)
     if choice == "mps" and not has_mps:
-        raise UserError("--device mps: no Apple GPU is available; use --device auto or cpu")
+        raise InputError("--device mps: no Apple GPU is available; use --device auto or cpu")
     return torch.device(choice)
 
 

@@ -36,7 +36,7 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork
 
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.deep import checkpoint, lite0
 from microplastics.deep.models import IMAGENET_MEAN, IMAGENET_STD
 from microplastics.find.finder import FinderSettings, Found, background_sigma, colour_difference, field_of_view
@@ -83,7 +83,7 @@ class LiteFeatures(nn.Module):
                                                                f"reinstall {lite0.WEIGHTS_PACKAGE}"))
             missing, _ = self.body.load_state_dict(state, strict=False)  # the classifier head is not used
             if missing:
-                raise UserError(f"the packaged Lite0 weights miss {missing[:3]}; reinstall {lite0.WEIGHTS_PACKAGE}")
+                raise InputError(f"the packaged Lite0 weights miss {missing[:3]}; reinstall {lite0.WEIGHTS_PACKAGE}")
         self.fpn = FeaturePyramidNetwork(list(self.body.feature_info.channels()), fpn_channels)
         self.out_channels = fpn_channels
         # the stem and the first blocks work at full resolution, where a backward pass costs most
@@ -303,13 +303,13 @@ def save_detector(model: FCOS, config: DetectorConfig, path: str | Path, extra: 
 
 
 def load_detector(path: str | Path) -> tuple[FCOS, DetectorConfig]:
-    """The detector of a checkpoint written by ``save_detector``; anything else is one UserError line."""
+    """The detector of a checkpoint written by ``save_detector``; anything else is one InputError line."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--detector {path}: no such file; train one with find-detector.py")
+        raise InputError(f"--detector {path}: no such file; train one with find-detector.py")
     ckpt = checkpoint.load_weights_only(path, "train the detector again (find-detector.py)")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(f"--detector {path} is not a particle detector of this project (format {FORMAT})")
+        raise InputError(f"--detector {path} is not a particle detector of this project (format {FORMAT})")
     known = {f.name for f in fields(DetectorConfig)}
     config = DetectorConfig(**{k: v for k, v in ckpt.get("config", {}).items() if k in known})
     config.pretrained = False  # the state_dict holds the trained weights
@@ -317,6 +317,6 @@ def load_detector(path: str | Path) -> tuple[FCOS, DetectorConfig]:
     try:
         model.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError) as err:
-        raise UserError(f"--detector {path}: the weights do not fit its config ({str(err).splitlines()[0][:200]})"
+        raise InputError(f"--detector {path}: the weights do not fit its config ({str(err).splitlines()[0][:200]})"
                         ) from None
     return model.eval(), config

@@ -30,7 +30,7 @@ from microplastics.find import detection, measure, samples
 from microplastics.core import fileio
 from microplastics.data.annotations import (BoxRecord, crop_box, detect_format, read_annotations, records_by_photo,
                                             relative_name)
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.find.finder import FinderSettings, find_particles
 from microplastics.core.images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
 from microplastics.predict.model_folder import default_margin
@@ -67,14 +67,14 @@ def add_find_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_find_args(args: argparse.Namespace) -> None:
     if not args.photos:
-        raise UserError("--find needs --photos DIR, the folder of photos to search")
+        raise InputError("--find needs --photos DIR, the folder of photos to search")
     if (args.finder == "detector") != (args.detector is not None):
-        raise UserError("--finder detector and --detector PATH go together (train a detector with find-detector.py)")
+        raise InputError("--finder detector and --detector PATH go together (train a detector with find-detector.py)")
     if not 0 <= args.review_below <= 1:
-        raise UserError(f"--review-below must be between 0 and 1, got {args.review_below}")
+        raise InputError(f"--review-below must be between 0 and 1, got {args.review_below}")
     measure.check_scale_args(args.um_per_px, args.reference_size_um)
     if not args.min_diameter_um >= 0:
-        raise UserError(f"--min-diameter-um must be 0 or more, got {args.min_diameter_um}")
+        raise InputError(f"--min-diameter-um must be 0 or more, got {args.min_diameter_um}")
     samples.check_edges(args.size_bins)
 
 
@@ -86,10 +86,10 @@ def list_photos(root: Path, out_dir: Path | None = None) -> tuple[Path, list[Pat
     A MICRO folder (raw_img/ + annotation/) or a YOLO export gives its photos and boxes; any
     other folder is searched recursively for images (the output folder left out)."""
     if not root.is_dir():
-        raise UserError(f"--photos {root} is not a folder")
+        raise InputError(f"--photos {root} is not a folder")
     try:
         fmt = detect_format(root)
-    except UserError:
+    except InputError:
         fmt = None
     if fmt is not None:
         photo_root = root / ("raw_img" if fmt == "deepparticle" else "images")
@@ -102,7 +102,7 @@ def list_photos(root: Path, out_dir: Path | None = None) -> tuple[Path, list[Pat
                     and not (out and out in p.resolve().parents) and not any(x.startswith(".") for x in
                                                                               p.relative_to(photo_root).parts))
     if not photos:
-        raise UserError(f"{photo_root} holds no photos ({', '.join(IMAGE_EXTENSIONS)})")
+        raise InputError(f"{photo_root} holds no photos ({', '.join(IMAGE_EXTENSIONS)})")
     return photo_root, photos, boxes
 
 
@@ -157,10 +157,11 @@ def run_find(args: argparse.Namespace, device: str) -> int:
     if isinstance(scale, dict):
         missing = [n for n in names if measure.scale_for(n, scale) is None]
         if missing:
-            raise UserError(f"--um-per-px {args.um_per_px} has no value for {len(missing)} photo(s), e.g. {missing[0]}")
+            raise InputError(f"--um-per-px {args.um_per_px} has no value for {len(missing)} photo(s), "
+                             f"e.g. {missing[0]}")
     predictor = load_predictor(args.model, device, args.precision)
     if args.reference_size_um is not None and args.reference_class not in predictor.classes:
-        raise UserError(f"the model knows no class {args.reference_class!r} for --reference-size-um; its classes: "
+        raise InputError(f"the model knows no class {args.reference_class!r} for --reference-size-um; its classes: "
                         f"{', '.join(predictor.classes)} (see --reference-class)")
     settings = FinderSettings(min_diameter_um=args.min_diameter_um or None)
     margin = args.margin if args.margin is not None else default_margin(Path(args.model))
@@ -190,7 +191,7 @@ def run_find(args: argparse.Namespace, device: str) -> int:
             if len(review) < REVIEW_LIMIT:  # the sheet shows the first ones; particles.csv flags them all
                 review.extend((crop, row) for crop, (_, row) in zip(crops, frame.iterrows()) if row["uncertain"])
         if not parts:
-            raise UserError(f"none of the {len(photos)} photo(s) in {photo_root} could be read")
+            raise InputError(f"none of the {len(photos)} photo(s) in {photo_root} could be read")
         photo_table = pd.DataFrame(photo_rows)
         particles = pd.concat(parts, ignore_index=True)
         particles, calibration = calibrate(particles, photo_table, scale, args)
