@@ -38,19 +38,19 @@ DEMO_VGG16_FLAGS := --epochs 3
 MP100 ?= ../shared/datasets/mp100
 
 demo: setup
-	@$(MAKE) --no-print-directory pipeline WORK=demo EXTRACT_FLAGS="$(DEMO_EXTRACT_FLAGS)" \
+	@$(MAKE) --no-print-directory pipeline GOAL=demo WORK=demo EXTRACT_FLAGS="$(DEMO_EXTRACT_FLAGS)" \
 		DEEP_FLAGS="$(DEMO_DEEP_FLAGS)" DEEP_MODELS="$(DEMO_DEEP_MODELS)" \
 		efficientnet_lite0_FLAGS="$(DEMO_LITE0_FLAGS)" vgg16_FLAGS="$(DEMO_VGG16_FLAGS)"
 
 # The study's settings on the real DeepParticle MICRO, downloaded by data-extraction.py; with
 # the robustness stage unless ROBUSTNESS=0.
 all: setup
-	@$(MAKE) --no-print-directory pipeline WORK=. ROBUSTNESS=$(or $(ROBUSTNESS),1)
+	@$(MAKE) --no-print-directory pipeline GOAL=all WORK=. ROBUSTNESS=$(or $(ROBUSTNESS),1)
 
 # The same on the real mp100 photos, read where they lie.
 mp100: setup
 	@test -d $(MP100)/MICRO || { echo "error: $(MP100)/MICRO not found; pass MP100=/path/to/mp100"; exit 2; }
-	@$(MAKE) --no-print-directory pipeline WORK=mp100 RAW=$(MP100)/MICRO RAW_GIVEN=1
+	@$(MAKE) --no-print-directory pipeline GOAL=mp100 WORK=mp100 RAW=$(MP100)/MICRO RAW_GIVEN=1
 
 clean:
 	rm -rf demo mp100 results processed_MICRO
@@ -91,8 +91,14 @@ GRIDS := $(foreach m,$(MODELS),$(RESULTS)/$(m)/predictions_grid.png)
 GRADCAMS := $(foreach m,$(DEEP_MODELS),$(RESULTS)/$(m)/gradcam/overview.png)
 ROBUST := $(if $(filter 1,$(ROBUSTNESS)),$(foreach m,$(MODELS),$(RESULTS)/$(m)/robustness.csv))
 
+# The run ends with the ranking (report.py's summary.txt), the time it took, and what it left out.
+PIPELINE_START := $(shell date +%s)
 pipeline: $(RESULTS)/report.html
+	@echo && cat $(RESULTS)/summary.txt
+	@$(if $(filter 1,$(ROBUSTNESS)),true,echo "robustness: skipped; add ROBUSTNESS=1 (make $(or $(GOAL),pipeline) \
+		ROBUSTNESS=1) or run $(PY) robustness.py --data $(DATA) --results $(RESULTS) --photos $(RAW)")
 	@echo "report: $(abspath $(RESULTS)/report.html)"
+	@echo "elapsed: $$(( $$(date +%s) - $(PIPELINE_START) )) s"
 
 # $(STAMPS)/DEEP_FLAGS holds the flags and is rewritten (here, as make reads this file) only
 # when they change: new settings rerun the stages that take them, the same settings nothing.

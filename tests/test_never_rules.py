@@ -180,3 +180,27 @@ def tree_with(tmp_path: Path, rel: str, source: str) -> Path:
 ])
 def test_never_rules_catch_a_bad_import(tmp_path, rel, source, rule):
     assert rule(tree_with(tmp_path, rel, source))
+
+
+def cli_error_in_library_modules(root: Path = ROOT) -> list[str]:
+    """Library modules (no ``main``: not a stage) that take the command line's UserError."""
+    import ast
+
+    found = []
+    for name, path in package_modules(root).items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        is_stage = any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)
+        takes_it = any(isinstance(n, ast.ImportFrom) and n.module == "microplastics.core.cli"
+                       and any(a.name == "UserError" for a in n.names) for n in ast.walk(tree))
+        if takes_it and not is_stage:
+            found.append(name)
+    return found
+
+
+def test_never_the_cli_error_in_library_modules(tmp_path):
+    # Library code raises InputError (core.errors) or a typed subclass; UserError belongs to the stages.
+    assert cli_error_in_library_modules() == []
+    copy = tmp_path / "microplastics" / "data"
+    copy.mkdir(parents=True)
+    (copy / "bad.py").write_text("from microplastics.core.cli import UserError\n", encoding="utf-8")
+    assert cli_error_in_library_modules(tmp_path) == ["microplastics.data.bad"]

@@ -1,5 +1,7 @@
 """report.py: the comparison table, significance matrix, split checks and the HTML page."""
+import html
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -209,20 +211,61 @@ def test_html_shows_data_summary_and_classes_in_one_order(results, processed_dir
     assert f">{counts.sum()}<" in html                   # the grand total of crops
 
 
-def test_html_renders_in_headless_chromium(results, processed_dir, tmp_path):
+IMAGE_PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  document.body.dataset.images = images.length;
+  document.body.dataset.broken = JSON.stringify(images.filter(i => !(i.complete && i.naturalWidth > 0))
+                                                      .map(i => i.getAttribute("src")));
+});
+</script>"""
+
+
+def browser_or_skip() -> str:
     browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)),
                    None)
     if browser is None:
-        pytest.skip("no Chromium installed; the page is still parsed by test_html_references_only_files_that_exist")
+        pytest.skip("no Chromium installed (.ci/run installs it); the page is still parsed by "
+                    "test_html_references_only_files_that_exist")
+    return browser
+
+
+def headless(browser: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           "--allow-file-access-from-files", *args], check=True, capture_output=True, text=True,
+                          timeout=120)
+
+
+def images_in_browser(browser: str, page: Path) -> tuple[int, list[str]]:
+    """How many images the page has once loaded in Chromium, and the src of those that did not load.
+
+    A copy of the page with a small script beside it: the script notes, when the page has loaded,
+    each image that has no pixels, and --dump-dom prints what it noted."""
+    probe = page.with_name(".browser-probe.html")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", IMAGE_PROBE + "</body>"), encoding="utf-8")
+    try:
+        dom = headless(browser, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()).stdout
+    finally:
+        probe.unlink()
+    body = re.search(r"<body[^>]*data-images=\"(\d+)\"[^>]*data-broken=\"([^\"]*)\"", dom)
+    assert body, "the probe did not run: " + dom[:300]
+    return int(body.group(1)), json.loads(html.unescape(body.group(2)))
+
+
+def test_html_renders_in_headless_chromium(results, processed_dir, tmp_path):
+    browser = browser_or_skip()
     run_report(results, processed_dir)
     shot = tmp_path / "page.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--screenshot={shot}", "--window-size=1280,2400", (results / "report.html").as_uri()],
-                   check=True, capture_output=True, timeout=120)
+    headless(browser, f"--screenshot={shot}", "--window-size=1280,2400", (results / "report.html").as_uri())
     with Image.open(shot) as img:
         colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is None or len(colours) > 50          # not a blank page
+    expected = sum(1 for r in parse_page(results / "report.html").refs if r.endswith(".png")) // 2
+    n_images, broken = images_in_browser(browser, results / "report.html")
+    assert n_images == expected >= 6 and broken == []     # every figure loads
+    (results / "rf" / "confusion_matrix.png").write_bytes(b"not a png")
+    assert images_in_browser(browser, results / "report.html")[1] == ["rf/confusion_matrix.png"]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -513,3 +556,114 @@ def test_classes_with_few_test_crops_are_marked_and_never_best(tmp_path):
     assert [row[foam][1] for row in f1_table[1:]] == ["best", ""], "a class of 5 test crops is ranked"
     assert "† fewer than 5 test crops: hard (3)" in html
     assert "classes with fewer than 5 test crops: hard (3)" in (tmp_path / "results" / "summary.md").read_text()
+
+
+# ---------------------------------------------------------------- per-model tables, reproduce block, figures
+
+def section_tables(page: Path, anchor: str) -> list[list[list[tuple[str, str]]]]:
+    """The tables inside one section of the page."""
+    text = page.read_text(encoding="utf-8")
+    start = text.index(f"<section id=\"{anchor}\">")
+    parser = Cells()
+    parser.feed(text[start:text.index("</section>", start)])
+    return parser.tables
+
+
+def test_per_model_tables_equal_sklearns_classification_report(results, processed_dir):
+    from sklearn.metrics import classification_report
+
+    run_report(results, processed_dir)
+    page = results / "report.html"
+    tables = section_tables(page, "class-reports")
+    assert len(tables) == 3                                   # rf, svm, vgg16
+    text = page.read_text(encoding="utf-8")
+    for name, rows in zip(pd.read_csv(results / "summary.csv")["model"], tables):
+        predictions = metrics.read_predictions(results / name / "predictions.csv")
+        classes = sorted(set(predictions["true"]) | set(predictions["pred"]))
+        expected = classification_report(predictions["true"], predictions["pred"], labels=classes,
+                                         output_dict=True, zero_division=0)
+        header = [text for text, _ in rows[0]]
+        assert header == ["class", "precision", "recall", "f1-score", "support"]
+        shown = {row[0][0]: [cell for cell, _ in row[1:]] for row in rows[1:]}
+        for label in [*classes, "macro avg", "weighted avg"]:
+            want = expected[label]
+            assert shown[label] == [f"{want[k]:.3f}" for k in ("precision", "recall", "f1-score")] \
+                + [str(int(want["support"]))], label
+        assert shown["accuracy"][2] == f"{expected['accuracy']:.3f}"
+        for file_name in ("classification_report.txt", "metrics.json", "predictions.csv"):
+            assert f"href=\"{name}/{file_name}\"" in text
+
+
+def test_every_stage_records_its_command_and_versions(tmp_path):
+    import sklearn
+
+    raw, data, out = tmp_path / "MICRO", tmp_path / "data", tmp_path / "results"
+    extraction = ["--synthetic", "--n-images", "12", "--seed", "5", "--out", str(raw)]
+    preprocessing = ["--input", str(raw), "--output", str(data), "--workers", "1"]
+    baselines = ["--data", str(data), "--results", str(out), "--models", "rf", "--features", "original",
+                 "--augment", "none", "--balance", "none", "--workers", "1", "--grid-size", "0"]
+    run_stage("data-extraction.py", *extraction)
+    run_stage("data-preprocessing.py", *preprocessing)
+    run_stage("ml-baselines.py", *baselines)
+    config = json.loads((out / "rf" / "config.json").read_text())
+    summary = json.loads((data / "summary.json").read_text())
+    runs = {"ml-baselines.py": (config["run"], baselines), "data-preprocessing.py": (summary["run"], preprocessing),
+            "data-extraction.py": (summary["input_run"], extraction)}
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    for script, (run, argv) in runs.items():
+        assert run["argv"] == [script, *argv]
+        assert run["versions"]["scikit-learn"] == sklearn.__version__ and "numpy" in run["versions"]
+        assert run["date"].endswith("+00:00")
+        if commit.strip():
+            assert run["commit"].startswith(commit.strip())
+    run_report(out, data)
+    html = (out / "report.html").read_text()
+    block = html[html.index("<section id=\"reproduce\">"):]
+    import shlex
+    for script, (_, argv) in runs.items():
+        assert shlex.join(["python", script, *argv]).replace("'", "&#x27;") in block
+    assert "python report.py" in block and f"<b>scikit-learn</b>&nbsp;{sklearn.__version__}" in block
+    assert block.index("data-extraction.py") < block.index("data-preprocessing.py") < block.index("ml-baselines.py")
+
+
+def test_settings_column_moves_to_the_run_settings_table(results, processed_dir):
+    run_report(results, processed_dir)
+    tables = section_tables(results / "report.html", "comparison")
+    comparison, settings = tables[0], tables[-1]
+    assert "settings" not in [text for text, _ in comparison[0]]
+    assert [text for text, _ in settings[0]][:2] == ["model", "settings"]
+    described = {row[0][0]: row[1][0] for row in settings[1:]}
+    assert described["vgg16"] == "64 px, 3 epochs max, weights none"
+
+
+def history_csv(folder: Path, best: int) -> None:
+    losses = [1.0 / (1 + abs(e - best)) for e in range(1, 5)]
+    pd.DataFrame({"epoch": range(1, 5), "train_loss": losses, "train_acc": 0.5, "val_loss": [2 - v for v in losses],
+                  "val_acc": losses, "lr": 1e-3, "seconds": 1.0}).to_csv(folder / "history.csv", index=False)
+
+
+def test_one_figure_overlays_the_deep_models_validation_curves(results, processed_dir):
+    history_csv(results / "vgg16", best=2)
+    run_report(results, processed_dir)
+    overlay = results / "validation_curves.png"
+    assert not overlay.exists(), "one deep model has nothing to compare with"
+    fake_model(results, processed_dir, "resnet50", 0.8, seed=4, deep=True)
+    history_csv(results / "resnet50", best=3)
+    run_report(results, processed_dir)
+    with Image.open(overlay) as img:
+        assert img.width > 800 and len(img.convert("RGB").getcolors(maxcolors=1 << 20) or range(999)) > 50
+    refs = parse_page(results / "report.html").refs
+    assert refs.count("validation_curves.png") == 2, "shown, and linked to its full-size file"
+    for ref in (r for r in refs if r.endswith(".png")):
+        assert refs.count(ref) == 2, ref
+
+
+def test_prediction_grids_mark_right_and_wrong_with_a_symbol(tmp_path, monkeypatch):
+    from microplastics.results import grids
+
+    titles = []
+    real = grids._draw_tile
+    monkeypatch.setattr(grids, "_draw_tile", lambda ax, *a: (real(ax, *a), titles.append(ax.get_title()))[0])
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    grids.save_prediction_grid([image] * 3, ["film", "film", ""], ["film", "fiber", "film"], tmp_path / "g.png")
+    assert titles[0].startswith("✓") and titles[1].startswith("✗") and titles[2] == "P: film"

@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from microplastics.data import dataset
-from microplastics.core import fileio
+from microplastics.core import fileio, provenance
 from microplastics.results import metrics
 from microplastics.core.cli import ArgumentParser, UserError, add_workers_argument, finite_float, one_line
 from microplastics.data.augment import AUGMENT_CHOICES
@@ -42,6 +42,8 @@ from microplastics.core.images import read_rgb
 from microplastics.core.layout import CLASSICAL_NAME as MODEL_FILE, CONFIG_NAME as CONFIG_FILE
 from microplastics.core.layout import LEGACY_CLASSICAL_NAME as LEGACY_MODEL_FILE
 from microplastics.data.balance import SMOTE_NEIGHBOURS, smote_resample
+
+PROG = "ml-baselines.py"
 VAL_METRICS_FILE = "val_metrics.json"
 GRID_IMAGE = "test_grid.png"
 GRID_TABLE = "test_grid.csv"
@@ -317,7 +319,7 @@ def write_grid(out_dir: Path, data_dir: Path, test: SplitData, name: str, size: 
         table.to_csv(tmp, index=False)
     right = sum(t == p for t, p in zip(true, pred))
     save_prediction_grid(images, true, pred, out_dir / GRID_IMAGE,
-                         title=f"{name}: test crops, {right}/{len(rows)} right (red: wrong)")
+                         title=f"{name}: test crops, {right}/{len(rows)} right (✗ and red: wrong)")
 
 
 def describe(pipeline: Pipeline) -> dict[str, Any]:
@@ -334,13 +336,15 @@ def describe(pipeline: Pipeline) -> dict[str, Any]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog="ml-baselines.py",
+        prog=PROG,
         description="Compute handcrafted features of every crop (cached next to the data), train a Random "
                     "Forest (200 trees) and an RBF SVM (C=10, gamma scale) on the train split and score them "
                     "on the test split, the one the deep models use; validation scores go to val_metrics.json. "
                     "Writes results/<model>/ with metrics.json, predictions.csv, classification_report.txt, "
                     "confusion_matrix.png, model.skops, config.json and a grid of test crops.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        examples=["python ml-baselines.py --data processed_MICRO --results results",
+                  "python ml-baselines.py --features original --augment none   # the study's features",
+                  "python ml-baselines.py --models rf --balance class-weight --workers 2"],
     )
     parser.add_argument("--data", default="processed_MICRO", help="processed folder from data-preprocessing.py")
     parser.add_argument("--results", default="results", help="folder that receives one sub-folder per model")
@@ -411,7 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "aug_copies": args.aug_copies if train_extra is not None else 0, "crop_um_per_px": crop_um_per_px,
               "n": {s: len(splits[s].labels) for s in dataset.SPLITS}, "mix_synthetic": mixed,
               "manifest_digest": digest, "split_fingerprint": fingerprint,
-              "weights": WEIGHTS, "sklearn_version": sklearn.__version__}
+              "weights": WEIGHTS, "sklearn_version": sklearn.__version__,
+              provenance.RUN_KEY: provenance.run_record(PROG, argv)}
     if mixed["synthetic_crops"]:
         print(f"training on {mixed['real_crops']} real + {mixed['synthetic_crops']} synthetic crops "
               f"({mixed['achieved']:.1%} synthetic: {mixed['synthetic_per_class']})")

@@ -40,7 +40,7 @@ from skimage.measure import label, regionprops, shannon_entropy
 from tqdm import tqdm
 
 from microplastics.core import fileio
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.data.dataset import settings_digest
 from microplastics.core.images import ImageReadError, border_pixels, particle_mask, read_rgb
 
@@ -440,7 +440,7 @@ def _in_chunks(task: Callable[..., np.ndarray], paths: list[str], *args, workers
             out.append(result)
             bar.update(min(chunk, len(paths) - s))
     except ImageReadError as err:
-        raise UserError(f"{err}; rebuild the data folder with data-preprocessing.py") from err
+        raise InputError(f"{err}; rebuild the data folder with data-preprocessing.py") from err
     finally:
         bar.close()
     return np.concatenate(out)

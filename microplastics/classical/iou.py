@@ -115,7 +115,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "mean for every results/<model>/predictions.csv, classical and deep. Writes iou.csv, iou.md "
                     "(classes as rows, models as columns) and iou.png into the results folder. Models scored on "
                     "different test splits are refused.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        examples=["python ml-IOU.py --results results",
+                  "python ml-IOU.py --results results --models rf svm vgg16"],
     )
     parser.add_argument("--results", default=layout.RESULTS_DIR, help="folder with one sub-folder per model")
     parser.add_argument("--models", nargs="+", default=argparse.SUPPRESS,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import sys
@@ -21,9 +22,51 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Each option's default shown once: appended as ``(default: X)`` unless the help text already
+    says what the default is, and never for a required option, a flag or an option without one."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and shows_default(action):  # argparse skips the help of an option without one
+            action = copy.copy(action)
+            action.help = "default: " + default_text(action.default)
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not shows_default(action) or "default" in text.lower():
+            return text
+        return f"{text} (default: {default_text(action.default)})"
+
+
+def shows_default(action: argparse.Action) -> bool:
+    """Whether an option has a default worth printing: not required, not a flag, not None."""
+    return (bool(action.option_strings) and not action.required and action.nargs != 0
+            and action.default not in (None, argparse.SUPPRESS) and action.default != [])
+
+
+def default_text(default: object) -> str:
+    """A default as one would type it (``a b`` for a list), with the % that argparse expands doubled."""
+    text = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+    return text.replace("%", "%%")
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, but a bad command line ends like every other bad input: one line
-    ``error: ...`` (with a pointer to --help instead of the usage block) and exit status 2."""
+    ``error: ...`` (with a pointer to --help instead of the usage block) and exit status 2.
+
+    ``examples``, command lines a person can copy, close the help text as they are written."""
+
+    def __init__(self, *args, examples: Sequence[str] = (), **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.examples = list(examples)
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if not self.examples:
+            return text
+        return text.rstrip("\n") + "\n\nexamples:\n" + "".join(f"  {e}\n" for e in self.examples)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {self.prog}: {' '.join(message.split())}; see {self.prog} --help\n")

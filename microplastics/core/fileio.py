@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 
 
 @contextlib.contextmanager
@@ -51,14 +51,14 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def read_json_dict(path: str | os.PathLike, remedy: str) -> dict[str, Any]:
     """A JSON object written by an earlier stage: {} when the file is absent or not an object,
-    one UserError line (ending in ``remedy``) when it is not valid JSON."""
+    one InputError line (ending in ``remedy``) when it is not valid JSON."""
     path = Path(path)
     if not path.is_file():
         return {}
     try:
         value = read_json(path)
     except ValueError as err:
-        raise UserError(f"{path} is not valid JSON ({err}); {remedy}") from None
+        raise InputError(f"{path} is not valid JSON ({err}); {remedy}") from None
     return value if isinstance(value, dict) else {}
 
 
@@ -122,7 +122,7 @@ def staging_dir(final: str | os.PathLike, adopt: str | os.PathLike | None = None
             print(f"note: removed {stale}, the unfinished output of an earlier run that was stopped", file=sys.stderr)
     staging = adopted or Path(tempfile.mkdtemp(prefix=staging_prefix(final), dir=final.parent))
     if not _lock(staging):
-        raise UserError(f"{staging} is in use by another run; wait for it to end")
+        raise InputError(f"{staging} is in use by another run; wait for it to end")
     return staging
 
 
@@ -188,13 +188,13 @@ def check_output_dir(folder: str | os.PathLike, flag: str) -> None:
     """Refuse, before any work, an output folder that cannot be one because a file is in the way."""
     blocker = file_in_the_way(folder)
     if blocker is not None:
-        raise UserError(f"{flag} {folder}: {blocker} is a file, not a folder; choose another {flag}")
+        raise InputError(f"{flag} {folder}: {blocker} is a file, not a folder; choose another {flag}")
 
 
 def check_output_file(path: str | os.PathLike, flag: str) -> None:
     """Refuse, before any work, an output file path that is a folder or lies under a file."""
     if Path(path).is_dir():
-        raise UserError(f"{flag} {path} is a folder; name a file, e.g. {Path(path) / 'out.csv'}")
+        raise InputError(f"{flag} {path} is a folder; name a file, e.g. {Path(path) / 'out.csv'}")
     check_output_dir(Path(path).parent, flag)
 
 

@@ -34,6 +34,7 @@ CURVES_NAME = "curves.png"
 GRID_IMAGE = "predictions_grid.png"          # prediction.py's grid of seeded test crops
 GRID_TABLE = "predictions_grid.csv"
 GRADCAM_DIR = "gradcam"                      # grad-cam.py's panels
+GRADCAM_OWNER = "gradcam.json"               # in GRADCAM_DIR: the model its maps are of, its files, its run
 ROBUSTNESS_TABLE = "robustness.csv"          # robustness.py: one row per condition
 ROBUSTNESS_PREDICTIONS = "robustness_predictions.csv"
 ROBUSTNESS_SUMMARY = "robustness.json"
@@ -43,6 +44,8 @@ ROBUSTNESS_CLEAN = "none"                    # the corruption column of the clea
 # ---------------------------------------------------------------- the results folder
 IOU_CSV, IOU_MD, IOU_PLOT = "iou.csv", "iou.md", "iou.png"
 SUMMARY_CSV, SUMMARY_MD, REPORT_HTML = "summary.csv", "summary.md", "report.html"
+SUMMARY_TXT = "summary.txt"                  # the ranking for a terminal, what a pipeline run prints last
+VALIDATION_CURVES = "validation_curves.png"  # every deep model's validation curves in one figure
 
 
 class ModelFolderError(InputError):

@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.data.dataset import name_problem, short_digest
 from microplastics.core.images import is_image_file
 
@@ -75,14 +75,14 @@ def detect_format(input_dir: str | Path) -> str:
     """``deepparticle`` for raw_img/ + annotation/, ``yolo`` for images/ + labels/."""
     root = Path(input_dir)
     if not root.is_dir():
-        raise UserError(f"input folder {root} does not exist; pass --input with a MICRO folder "
+        raise InputError(f"input folder {root} does not exist; pass --input with a MICRO folder "
                         "(raw_img/ + annotation/) or a YOLO export (images/ + labels/)")
     found = _layout_of(root)
     if found:
         return found
     inner = sorted(str(sub) for sub in root.iterdir() if sub.is_dir() and _layout_of(sub))
     hint = f"; did you mean --input {inner[0]}?" if inner else ""
-    raise UserError(f"{root} is neither a DeepParticle folder (raw_img/ and annotation/) "
+    raise InputError(f"{root} is neither a DeepParticle folder (raw_img/ and annotation/) "
                     f"nor a YOLO export (images/, labels/ and data.yaml){hint}")
 
 
@@ -101,7 +101,7 @@ def read_annotations(input_dir: str | Path, fmt: str = "auto", *, require_label:
     which is what classifying new, unlabelled photos needs.
     """
     if fmt not in FORMATS:
-        raise UserError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     root = Path(input_dir)
     detected = detect_format(root)
     if fmt != "auto" and fmt != detected:
@@ -165,7 +165,7 @@ def _check_layout(root: Path, fmt: str) -> None:
     need = ("raw_img", "annotation") if fmt == "deepparticle" else ("images", "labels")
     missing = [n for n in need if not (root / n).is_dir()]
     if missing:
-        raise UserError(f"--format {fmt} needs {' and '.join(n + '/' for n in need)} in {root}; "
+        raise InputError(f"--format {fmt} needs {' and '.join(n + '/' for n in need)} in {root}; "
                         f"missing {', '.join(missing)}")
 
 
@@ -426,22 +426,22 @@ def _yolo_names(root: Path, require_label: bool) -> dict[int, str] | None:
     path = next((root / n for n in ("data.yaml", "data.yml") if (root / n).is_file()), None)
     if path is None:
         if require_label:
-            raise UserError(f"YOLO export {root} has no data.yaml; it must list the class names "
+            raise InputError(f"YOLO export {root} has no data.yaml; it must list the class names "
                             "(names: [...])")
         return None
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
     except UnicodeDecodeError:
-        raise UserError(f"{path} is not a text file (not UTF-8); it must be YAML listing the class "
+        raise InputError(f"{path} is not a text file (not UTF-8); it must be YAML listing the class "
                         "names (names: [...])") from None
     except yaml.YAMLError as err:
-        raise UserError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise InputError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     names = data.get("names") if isinstance(data, dict) else None
     if isinstance(names, list):
         names = dict(enumerate(names))
     if not isinstance(names, dict) or not names:
         if require_label:
-            raise UserError(f"{path} has no 'names' list of class names")
+            raise InputError(f"{path} has no 'names' list of class names")
         return None
     return {_class_index(path, key): _class_text(path, key, name) for key, name in names.items()}
 
@@ -450,14 +450,14 @@ def _class_index(path: Path, key: object) -> int:
     """A names key of data.yaml as a class index: a whole number >= 0 (YAML may give it as text)."""
     text = str(key).strip()
     if isinstance(key, bool) or not (isinstance(key, int) or (text.isascii() and text.isdigit())) or int(text) < 0:
-        raise UserError(f"{path}: the names mapping has the key {text[:40]!r}; its keys must be the class "
+        raise InputError(f"{path}: the names mapping has the key {text[:40]!r}; its keys must be the class "
                         "indices 0, 1, 2, ... of the label files")
     return int(text)
 
 
 def _class_text(path: Path, key: object, name: object) -> str:
     if isinstance(name, bool) or not isinstance(name, (str, int, float)):
-        raise UserError(f"{path}: class {key} is {str(name)[:40]!r}, not a name; write names: [fiber, film, ...]")
+        raise InputError(f"{path}: class {key} is {str(name)[:40]!r}, not a name; write names: [fiber, film, ...]")
     return str(name).strip()
 
 

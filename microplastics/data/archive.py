@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from microplastics.core.cli import UserError, one_line
+from microplastics.core.cli import one_line
 from microplastics.core.errors import InputError
 
 SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -54,15 +54,15 @@ def check_archive_path(archive: str | os.PathLike) -> Path:
     """``archive`` when it is a file with an archive suffix; otherwise one line saying what it is."""
     archive = Path(archive)
     if archive.is_dir():
-        raise UserError(f"archive {archive} is a folder, not an archive file; pass the {'/'.join(SUFFIXES)} "
+        raise InputError(f"archive {archive} is a folder, not an archive file; pass the {'/'.join(SUFFIXES)} "
                         "file itself, or, if the folder already holds raw_img/ and annotation/, give it to "
                         "data-preprocessing.py --input directly")
     if not archive.exists():
-        raise UserError(f"archive {archive} does not exist; check the path")
+        raise InputError(f"archive {archive} does not exist; check the path")
     if not archive.is_file():
-        raise UserError(f"archive {archive} is not a regular file; pass a {'/'.join(SUFFIXES)} file")
+        raise InputError(f"archive {archive} is not a regular file; pass a {'/'.join(SUFFIXES)} file")
     if not is_archive(archive.name):
-        raise UserError(f"{archive} is not a supported archive; expected one of {', '.join(SUFFIXES)}")
+        raise InputError(f"{archive} is not a supported archive; expected one of {', '.join(SUFFIXES)}")
     return archive
 
 
@@ -78,7 +78,7 @@ def unpack(archive: str | os.PathLike, dest: str | os.PathLike, max_bytes: int =
             _unpack_tar(archive, dest, max_bytes)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
         # A truncated or damaged file, or a full disk: name the file, keep it to one line.
-        raise UserError(f"cannot unpack {archive}: {one_line(err)}; if it was downloaded, download it again") from None
+        raise InputError(f"cannot unpack {archive}: {one_line(err)}; if it was downloaded, download it again") from None
 
 
 def check_entry(name: str, link_target: str | None = None, hard_link: bool = False) -> None:
@@ -132,7 +132,7 @@ def check_sizes(archive: Path, dest: Path, sizes: list[int], max_bytes: int) -> 
                                  "compression bomb or a damaged file; refusing to unpack")
     free = shutil.disk_usage(dest).free
     if total > free:
-        raise UserError(f"{archive} unpacks to {_size(total)}, but only {_size(free)} is free on the disk of "
+        raise InputError(f"{archive} unpacks to {_size(total)}, but only {_size(free)} is free on the disk of "
                         f"{dest}; free some space or unpack elsewhere with --out")
 
 

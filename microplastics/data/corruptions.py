@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.core.layout import ROBUSTNESS_CLEAN
 
 SEVERITIES = (1, 2, 3)
@@ -129,7 +129,7 @@ def resolve_names(names: Sequence[str] | None) -> list[str]:
         return corruption_names()
     unknown = [n for n in names if n not in CORRUPTIONS]
     if unknown:
-        raise UserError(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
+        raise InputError(f"unknown corruption(s) {', '.join(unknown)}; choose from {', '.join(CORRUPTIONS)}")
     return list(dict.fromkeys(names))
 
 
@@ -138,7 +138,7 @@ def resolve_severities(severities: Sequence[int] | None) -> list[int]:
         return list(SEVERITIES)
     bad = [s for s in severities if s not in SEVERITIES]
     if bad:
-        raise UserError(f"unknown severity {bad[0]}; choose from {', '.join(map(str, SEVERITIES))}")
+        raise InputError(f"unknown severity {bad[0]}; choose from {', '.join(map(str, SEVERITIES))}")
     return sorted(set(severities))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from microplastics.core import fileio
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 
 MANIFEST_NAME = "manifest.csv"
 SUMMARY_NAME = "summary.json"
@@ -64,13 +64,13 @@ def check_data_dir(data_dir: str | Path, what: str = "data folder") -> Path:
     ``what`` names it in the message (``--data`` where the user typed it)."""
     data_dir = Path(data_dir)
     if not data_dir.exists():
-        raise UserError(f"{what} {data_dir} does not exist; run data-preprocessing.py first")
+        raise InputError(f"{what} {data_dir} does not exist; run data-preprocessing.py first")
     if not data_dir.is_dir():
         hint = (f"; did you mean {data_dir.parent}?" if data_dir.name == MANIFEST_NAME
                 else "; pass the folder data-preprocessing.py wrote (it holds manifest.csv and summary.json)")
-        raise UserError(f"{what} {data_dir} is a file, not a folder{hint}")
+        raise InputError(f"{what} {data_dir} is a file, not a folder{hint}")
     if not (data_dir / MANIFEST_NAME).is_file():
-        raise UserError(f"{data_dir / MANIFEST_NAME} not found; is {data_dir} the output of data-preprocessing.py?")
+        raise InputError(f"{data_dir / MANIFEST_NAME} not found; is {data_dir} the output of data-preprocessing.py?")
     return data_dir
 
 
@@ -87,11 +87,11 @@ def load_manifest(data_dir: str | Path) -> pd.DataFrame:
     path = data_dir / MANIFEST_NAME
     raw = path.read_bytes()
     if not raw.strip():
-        raise UserError(f"{path} is empty; {_REBUILD}")
+        raise InputError(f"{path} is empty; {_REBUILD}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise UserError(f"{path} is not a text file (not UTF-8); {_REBUILD}") from None
+        raise InputError(f"{path} is not a text file (not UTF-8); {_REBUILD}") from None
     summary = _check_digest(data_dir, path, raw)
     frame = _parse_manifest(path, text)
     _check_rows(frame, data_dir, path, summary)
@@ -103,12 +103,12 @@ def _parse_manifest(path: Path, text: str) -> pd.DataFrame:
         frame = pd.read_csv(io.StringIO(text), keep_default_na=False,
                             dtype={"path": str, "label": str, "split": str, "source_image": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise UserError(f"{path} is not a readable CSV ({' '.join(str(err).split())}); {_REBUILD}") from None
+        raise InputError(f"{path} is not a readable CSV ({' '.join(str(err).split())}); {_REBUILD}") from None
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
-        raise UserError(f"{path} lacks column(s) {', '.join(missing)}; {_REBUILD}")
+        raise InputError(f"{path} lacks column(s) {', '.join(missing)}; {_REBUILD}")
     if frame.empty:
-        raise UserError(f"{path} lists no crops; {_REBUILD}")
+        raise InputError(f"{path} lists no crops; {_REBUILD}")
     for column in ("path", "label", "split", "source_image"):
         frame[column] = frame[column].str.strip()
     boxes = frame[list(BOX_COLUMNS)].apply(pd.to_numeric, errors="coerce")
@@ -120,7 +120,7 @@ def _parse_manifest(path: Path, text: str) -> pd.DataFrame:
             row = int(blank.to_numpy().argmax())
             value = str(frame[column].iloc[row])
             what = "blank" if value == "" else f"not a whole number ({value[:40]!r})"
-            raise UserError(f"{path} row {row + 2}: {column} is {what}; {_REBUILD}")
+            raise InputError(f"{path} row {row + 2}: {column} is {what}; {_REBUILD}")
     frame[list(BOX_COLUMNS)] = boxes.astype("int64")
     return frame
 
@@ -135,7 +135,7 @@ def _check_digest(data_dir: Path, path: Path, raw: bytes) -> dict[str, Any]:
     summary = summary if isinstance(summary, dict) else {}
     recorded = summary.get("manifest_digest")
     if isinstance(recorded, str) and recorded != short_digest(raw):
-        raise UserError(f"{path} was changed after data-preprocessing.py wrote it (its digest is not the one "
+        raise InputError(f"{path} was changed after data-preprocessing.py wrote it (its digest is not the one "
                         f"in {SUMMARY_NAME}); {_REBUILD}")
     return summary
 
@@ -143,12 +143,12 @@ def _check_digest(data_dir: Path, path: Path, raw: bytes) -> dict[str, Any]:
 def _check_rows(frame: pd.DataFrame, data_dir: Path, path: Path, summary: dict[str, Any]) -> None:
     bad = sorted(set(frame["split"]) - set(SPLITS))
     if bad:
-        raise UserError(f"{path} has unknown split name(s) {bad}; expected {list(SPLITS)}")
+        raise InputError(f"{path} has unknown split name(s) {bad}; expected {list(SPLITS)}")
     for label in frame["label"].unique():
         problem = name_problem(label)
         if problem:
             row = int((frame["label"] == label).to_numpy().argmax()) + 2
-            raise UserError(f"{path} row {row}: label {label[:60]!r} is unusable ({problem}); {_REBUILD}")
+            raise InputError(f"{path} row {row}: label {label[:60]!r} is unusable ({problem}); {_REBUILD}")
     parts = frame["path"].str.replace("\\", "/").str.split("/")
     outside = frame["path"].str.startswith("/") | parts.map(lambda p: ".." in p)
     file_names = parts.str[-1]
@@ -159,11 +159,11 @@ def _check_rows(frame: pd.DataFrame, data_dir: Path, path: Path, summary: dict[s
         if mask.any():
             row = int(mask.to_numpy().argmax())
             detail = what.format(data_dir=data_dir, split=frame["split"].iloc[row], label=frame["label"].iloc[row])
-            raise UserError(f"{path} row {row + 2}: path {frame['path'].iloc[row][:80]!r} {detail}; {_REBUILD}")
+            raise InputError(f"{path} row {row + 2}: path {frame['path'].iloc[row][:80]!r} {detail}; {_REBUILD}")
     dup = frame["path"].duplicated(keep=False)
     if dup.any():  # counted twice in its split's scores
         rows = [i + 2 for i in frame.index[dup & (frame["path"] == frame.loc[dup.idxmax(), "path"])][:4]]
-        raise UserError(f"{path}: crop {frame.loc[dup.idxmax(), 'path']} is listed more than once (rows "
+        raise InputError(f"{path}: crop {frame.loc[dup.idxmax(), 'path']} is listed more than once (rows "
                         f"{', '.join(map(str, rows))}); {_REBUILD}")
     _check_synthetic(frame, path)
     _check_groups(frame, path, summary)
@@ -178,13 +178,13 @@ def _check_synthetic(frame: pd.DataFrame, path: Path) -> None:
     bad = ~mark.isin([0, 1])
     if bad.any():
         row = int(bad.to_numpy().argmax())
-        raise UserError(f"{path} row {row + 2}: {SYNTHETIC_COLUMN} is {str(frame[SYNTHETIC_COLUMN].iloc[row])[:40]!r},"
+        raise InputError(f"{path} row {row + 2}: {SYNTHETIC_COLUMN} is {str(frame[SYNTHETIC_COLUMN].iloc[row])[:40]!r},"
                         f" not 0 or 1; {_REBUILD}")
     frame[SYNTHETIC_COLUMN] = mark.astype("int64")
     scored = (mark == 1) & (frame["split"] != "train")
     if scored.any():
         row = int(scored.to_numpy().argmax())
-        raise UserError(f"{path} row {row + 2}: synthetic crop {frame['path'].iloc[row][:80]!r} is in the "
+        raise InputError(f"{path} row {row + 2}: synthetic crop {frame['path'].iloc[row][:80]!r} is in the "
                         f"{frame['split'].iloc[row]} split; synthetic crops are for training only; {_REBUILD}")
 
 
@@ -197,7 +197,7 @@ def _check_groups(frame: pd.DataFrame, path: Path, summary: dict[str, Any]) -> N
     splits = frame.groupby("group")["split"].unique()
     mixed = splits[splits.map(len) > 1]
     if len(mixed):
-        raise UserError(f"{path}: the crops of {settings['group_by']} {mixed.index[0]!r} are in "
+        raise InputError(f"{path}: the crops of {settings['group_by']} {mixed.index[0]!r} are in "
                         f"{' and '.join(sorted(mixed.iloc[0]))}, but the split was grouped by "
                         f"{settings['group_by']}; {_REBUILD}")
 
@@ -212,7 +212,7 @@ def _check_links(frame: pd.DataFrame, data_dir: Path, path: Path) -> None:
     escaping += [rel for rel in frame["path"] if (data_dir / rel).is_symlink()
                  and not (data_dir / rel).resolve().is_relative_to(root)]
     if escaping:
-        raise UserError(f"{path}: {escaping[0]} leads outside {data_dir} through a link; {_REBUILD}")
+        raise InputError(f"{path}: {escaping[0]} leads outside {data_dir} through a link; {_REBUILD}")
 
 
 def class_names(manifest: pd.DataFrame) -> list[str]:
@@ -224,7 +224,7 @@ def split_frame(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
     """The real rows of one split, in manifest order, with a fresh index (synthetic crops are not
     part of any split: ``synthetic_frame`` has them)."""
     if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
     return manifest[(manifest["split"] == split) & ~synthetic_mask(manifest)].reset_index(drop=True)
 
 

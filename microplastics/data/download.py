@@ -11,7 +11,7 @@ import requests
 from tqdm import tqdm
 
 from microplastics.data.archive import archive_stem
-from microplastics.core.cli import UserError, one_line
+from microplastics.core.cli import one_line
 from microplastics.core.errors import InputError
 
 FIGSHARE_API = "https://api.figshare.com/v2"
@@ -57,7 +57,7 @@ def choose_file(files: list[dict[str, Any]], subset: str) -> dict[str, Any]:
         if archive_stem(str(entry.get("name", ""))).lower() == subset.lower():
             return entry
     names = ", ".join(sorted(str(entry.get("name", "?")) for entry in files)) or "none"
-    raise UserError(f"the figshare article has no archive for subset {subset!r}; its files are: {names}; "
+    raise InputError(f"the figshare article has no archive for subset {subset!r}; its files are: {names}; "
                     "pick one with --subset")
 
 
@@ -97,7 +97,7 @@ def download(url: str, dest: str | os.PathLike, size: int | None = None, md5: st
     problem = _problem(part, size, md5)
     if problem is not None:
         part.unlink()
-        raise UserError(f"the download of {dest.name} is damaged ({problem}); it was deleted, "
+        raise InputError(f"the download of {dest.name} is damaged ({problem}); it was deleted, "
                         "run again to download it anew")
     os.replace(part, dest)
     return dest

@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from microplastics.core import fileio
+from microplastics.core import fileio, provenance
 from microplastics.core.cli import ArgumentParser, UserError, finite_float
 from microplastics.core.images import is_image_file
 from microplastics.data import archive, download, origin
@@ -30,6 +30,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                     f"figshare article {download.DEEPPARTICLE_ARTICLE}, checked against the size and md5 the "
                     "API reports, kept in --cache-dir and unpacked into --out.",
         epilog="Offline? Use --archive PATH with a .tar.gz/.tgz/.tar/.zip you already have, or --synthetic.",
+        examples=["python data-extraction.py   # MICRO from figshare into ./MICRO",
+                  "python data-extraction.py --archive ~/Downloads/MICRO.tar.gz --out MICRO",
+                  "python data-extraction.py --synthetic --n-images 40 --out demo/MICRO   # no network"],
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--source", choices=("figshare", "gdrive"), default="figshare",
@@ -105,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"{source} holds no folder with both raw_img/ and annotation/; "
                             f"it has: {_listing(staging)}")
         _record_origin(root, args, source)
+        fileio.write_json(root / provenance.CONFIG_NAME,
+                          {"source": source, provenance.RUN_KEY: provenance.run_record("data-extraction.py", argv)})
         fileio.replace_dir(root, out)
     except download.NetworkError as err:
         raise UserError(f"{err}; {OFFLINE_REMEDY}") from None

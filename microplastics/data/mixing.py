@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.data.annotations import BoxRecord, read_annotations
 from microplastics.data.dataset import SYNTHETIC_COLUMN, split_frame, synthetic_frame
 from microplastics.data.synthetic import CLASSES as GENERATOR_CLASSES
@@ -52,7 +52,7 @@ def parse_class_map(text: str, real_classes: Sequence[str]) -> dict[str, str]:
             if target is not None:
                 mapping[source] = target
         if not mapping:
-            raise UserError(f"--synthetic-class-map auto found none of the generator's classes ({', '.join(ALIASES)}) "
+            raise InputError(f"--synthetic-class-map auto found none of the generator's classes ({', '.join(ALIASES)}) "
                             f"or their usual names among the real classes ({', '.join(sorted(real))}); "
                             "pass the map, e.g. --synthetic-class-map line=fiber,hard=fragment")
         return mapping
@@ -60,16 +60,16 @@ def parse_class_map(text: str, real_classes: Sequence[str]) -> dict[str, str]:
     for item in (part.strip() for part in text.split(",") if part.strip()):
         source, sep, target = (v.strip() for v in item.partition("="))
         if not sep or not source or not target:
-            raise UserError(f"--synthetic-class-map: {item!r} is not GENERATOR_CLASS=REAL_CLASS")
+            raise InputError(f"--synthetic-class-map: {item!r} is not GENERATOR_CLASS=REAL_CLASS")
         if source not in GENERATOR_CLASSES:
-            raise UserError(f"--synthetic-class-map: {source!r} is not a class of the generator "
+            raise InputError(f"--synthetic-class-map: {source!r} is not a class of the generator "
                             f"({', '.join(GENERATOR_CLASSES)})")
         if target not in real:
-            raise UserError(f"--synthetic-class-map: {target!r} is not a class of the real data "
+            raise InputError(f"--synthetic-class-map: {target!r} is not a class of the real data "
                             f"({', '.join(sorted(real))})")
         mapping[source] = target
     if not mapping:
-        raise UserError("--synthetic-class-map is empty; pass 'auto' or GENERATOR_CLASS=REAL_CLASS pairs")
+        raise InputError("--synthetic-class-map is empty; pass 'auto' or GENERATOR_CLASS=REAL_CLASS pairs")
     return mapping
 
 
@@ -85,7 +85,7 @@ def draw_synthetic_records(folder: Path, n_photos: int, seed: int,
             name = f"{PREFIX}{rec.photo.stem}-{rec.box_id}.png"
             records.append(replace(rec, label=class_map[rec.label], crop_name=name))
     if not records:
-        raise UserError(f"the {n_photos} synthetic photo(s) hold no box of a mapped class "
+        raise InputError(f"the {n_photos} synthetic photo(s) hold no box of a mapped class "
                         f"({', '.join(class_map)}); draw more with --mix-synthetic-photos")
     return records, {"photos": n_photos, "seed": seed, "randomised": True, "image_size": list(PHOTO_SIZE),
                      "class_map": class_map, "boxes_drawn": drawn["boxes"]}
@@ -93,7 +93,7 @@ def draw_synthetic_records(folder: Path, n_photos: int, seed: int,
 
 def check_fraction(fraction: float) -> float:
     if not (0.0 <= fraction < 1.0):
-        raise UserError(f"--mix-synthetic must be a share of the training crops in [0, 1), got {fraction}")
+        raise InputError(f"--mix-synthetic must be a share of the training crops in [0, 1), got {fraction}")
     return float(fraction)
 
 
@@ -108,9 +108,9 @@ def mixed_train(manifest: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.
     pool = synthetic_frame(manifest)
     wanted = round(fraction * len(real) / (1 - fraction))
     if pool.empty:
-        raise UserError(f"--mix-synthetic {fraction:g}: the data folder holds no synthetic crops; {REBUILD}")
+        raise InputError(f"--mix-synthetic {fraction:g}: the data folder holds no synthetic crops; {REBUILD}")
     if wanted > len(pool):
-        raise UserError(f"--mix-synthetic {fraction:g} needs {wanted} synthetic crops beside the {len(real)} real "
+        raise InputError(f"--mix-synthetic {fraction:g} needs {wanted} synthetic crops beside the {len(real)} real "
                         f"training crops, but the data folder holds {len(pool)}; lower the fraction or {REBUILD} "
                         f"with a larger N")
     chosen = pool.iloc[pick_rows(pool["label"].tolist(), n=wanted, seed=seed)]  # the classes in turn

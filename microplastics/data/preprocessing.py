@@ -28,10 +28,11 @@ from microplastics.data.annotations import (FORMATS, AnnotationSet, BoxRecord, c
 from microplastics.core.cli import ArgumentParser, UserError, add_workers_argument, finite_float
 from microplastics.data.dataset import (MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS, SUMMARY_NAME, SYNTHETIC_COLUMN,
                                         crop_path, manifest_digest, split_fingerprint)
-from microplastics.core.fileio import check_output_dir, staged_dir, write_json
+from microplastics.core.fileio import check_output_dir, read_json, staged_dir, write_json
 from microplastics.core.images import ImageReadError, read_rgb
 from microplastics.data.mixing import draw_synthetic_records, parse_class_map
 from microplastics.data.origin import read_origin
+from microplastics.core import provenance
 from microplastics.data.splits import (GROUP_BY, achieved_fractions, check_fractions, crop_split, crop_split_minimum,
                                        group_key, group_split, small_classes)
 from microplastics.find import measure
@@ -48,7 +49,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "layout: raw_img/ + annotation/<photo>.tsv) or of a YOLO export (images/ + labels/ + "
                     "data.yaml), split them into train/val/test and write an ImageFolder tree with "
                     "manifest.csv and summary.json. The output folder is replaced as a whole.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        examples=["python data-preprocessing.py --input MICRO --output processed_MICRO",
+                  ("python data-preprocessing.py --input ../shared/datasets/mp100/yolo --format yolo "
+                   "--output mp100/processed_MICRO"),
+                  "python data-preprocessing.py --group-by none --margin 0.1   # the study's crop-level split"],
     )
     parser.add_argument("--input", default="MICRO", help="folder with the annotated photos")
     parser.add_argument("--output", default="processed_MICRO", help="folder to (re)build")
@@ -84,13 +88,15 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
     summary = preprocess(args.input, args.output, fmt=args.format, margin=args.margin,
                          val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                          group_by=args.group_by, min_class_crops=args.min_class_crops, seed=args.seed,
                          workers=args.workers, um_per_px=args.um_per_px, reference_size_um=args.reference_size_um,
                          reference_class=args.reference_class, crop_um_per_px=args.crop_um_per_px,
-                         synthetic_photos=args.mix_synthetic_photos, synthetic_class_map=args.synthetic_class_map)
+                         synthetic_photos=args.mix_synthetic_photos, synthetic_class_map=args.synthetic_class_map,
+                         run=provenance.run_record(parser.prog, argv))
     print(counts_table(summary))
     if "synthetic" in summary:
         print(f"synthetic training pool: {summary['synthetic']['crops']} crops {summary['synthetic']['per_class']} "
@@ -105,12 +111,14 @@ def preprocess(input_dir: str | Path, output_dir: str | Path, *, fmt: str = "aut
                min_class_crops: int = 5, seed: int = 42, workers: int = 1, um_per_px: str | None = None,
                reference_size_um: float | None = None, reference_class: str = "reference",
                crop_um_per_px: float | None = None, synthetic_photos: int = 0,
-               synthetic_class_map: str = "auto") -> dict:
+               synthetic_class_map: str = "auto", run: dict | None = None) -> dict:
     """Build ``output_dir`` from ``input_dir``; returns the summary that is written as summary.json.
 
     ``um_per_px`` (a number or a CSV, as ``--um-per-px``) or ``reference_size_um`` calibrate the
     photos; ``crop_um_per_px`` then resamples every crop to that scale. ``synthetic_photos`` > 0 adds
-    a pool of synthetic training crops (see microplastics.data.mixing)."""
+    a pool of synthetic training crops (see microplastics.data.mixing).
+    ``run`` (provenance.run_record) is stored with it, and so is the run record of the stage that
+    wrote ``input_dir`` (data-extraction.py's, in its config.json) when there is one."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     fractions = _check_settings(input_dir, output_dir, margin, val_fraction, test_fraction, group_by,
                                 min_class_crops, workers)
@@ -132,8 +140,18 @@ def preprocess(input_dir: str | Path, output_dir: str | Path, *, fmt: str = "aut
         summary = {"input": str(input_dir.resolve()), "origin": read_origin(input_dir),
                    **_build(annotations, staging, fractions, margin, group_by, min_class_crops, seed, workers,
                             calibration, input_dir, synthetic)}
+        summary.update({k: v for k, v in (("run", run), ("input_run", input_run(input_dir))) if v})
         write_json(staging / SUMMARY_NAME, summary)
     return summary
+
+
+def input_run(input_dir: Path) -> dict | None:
+    """The run record data-extraction.py left in the raw folder (its config.json), if any."""
+    path = input_dir / provenance.CONFIG_NAME
+    try:
+        return provenance.read_run(read_json(path)) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _check_settings(input_dir: Path, output_dir: Path, margin: float, val_fraction: float,

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.core.images import particle_mask, read_rgb
 
 
@@ -28,9 +28,9 @@ def check_crop_scale(crop_um_per_px: float | None, calibrated: bool) -> None:
     if crop_um_per_px is None:
         return
     if not (math.isfinite(crop_um_per_px) and crop_um_per_px > 0):
-        raise UserError(f"--crop-um-per-px must be a positive number of micrometres per pixel, got {crop_um_per_px}")
+        raise InputError(f"--crop-um-per-px must be a positive number of micrometres per pixel, got {crop_um_per_px}")
     if not calibrated:
-        raise UserError("--crop-um-per-px needs calibrated photos: give --um-per-px X|CSV or --reference-size-um")
+        raise InputError("--crop-um-per-px needs calibrated photos: give --um-per-px X|CSV or --reference-size-um")
 
 
 def resampled_size(shape: Sequence[int], um_per_px: float, crop_um_per_px: float) -> tuple[int, int]:
@@ -96,7 +96,7 @@ def resample_files(files: Sequence[tuple[Path, float]], crop_um_per_px: float) -
 
 def check_scale_augment(factor: float) -> float:
     if not (math.isfinite(factor) and factor >= 1):
-        raise UserError(f"--scale-augment must be a factor of at least 1 (1: off; 2: crops rescaled by 0.5-2x), "
+        raise InputError(f"--scale-augment must be a factor of at least 1 (1: off; 2: crops rescaled by 0.5-2x), "
                         f"got {factor}")
     return factor
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.data.dataset import SPLITS
 
 GROUP_BY = ("photo", "series", "none")
@@ -33,10 +33,10 @@ def check_fractions(val_fraction: float, test_fraction: float) -> tuple[float, f
     """(train, val, test) fractions; both held-out parts must be > 0 and leave room for train."""
     for name, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
         if not 0 < value < 1:
-            raise UserError(f"{name} must be between 0 and 1 (exclusive), got {value}")
+            raise InputError(f"{name} must be between 0 and 1 (exclusive), got {value}")
     train = 1.0 - val_fraction - test_fraction
     if train <= 0:
-        raise UserError(f"--val-fraction + --test-fraction must be below 1, got {val_fraction + test_fraction:g}")
+        raise InputError(f"--val-fraction + --test-fraction must be below 1, got {val_fraction + test_fraction:g}")
     return train, val_fraction, test_fraction
 
 
@@ -71,7 +71,7 @@ def crop_split(labels: Sequence[str], fractions: tuple[float, float, float], see
         val_idx, test_idx = train_test_split(rest, test_size=test / (val + test), stratify=y[rest],
                                              random_state=seed)
     except ValueError as err:
-        raise UserError(f"cannot split the crops by class: {err}; raise --min-class-crops "
+        raise InputError(f"cannot split the crops by class: {err}; raise --min-class-crops "
                         "or use fewer classes") from err
     out = np.empty(len(labels), dtype=object)
     out[train_idx], out[val_idx], out[test_idx] = SPLITS

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.core.fileio import atomic_path, write_text
 from microplastics.data.origin import synthetic_origin, write_origin
 
@@ -89,10 +89,10 @@ def write_synthetic_micro(out_dir: str | Path, n_images: int = 60, seed: int = 4
 
 def _check_args(n_images: int, image_size: tuple[int, int]) -> tuple[int, int]:
     if int(n_images) < 1:
-        raise UserError(f"the number of synthetic photos must be at least 1, got {n_images}")
+        raise InputError(f"the number of synthetic photos must be at least 1, got {n_images}")
     height, width = (int(v) for v in image_size)
     if height < 160 or width < 160:
-        raise UserError(f"synthetic photos must be at least 160x160 pixels, got {height}x{width}")
+        raise InputError(f"synthetic photos must be at least 160x160 pixels, got {height}x{width}")
     return height, width
 
 

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from microplastics.core import fileio
-from microplastics.core.cli import UserError, one_line
+from microplastics.core.cli import one_line
+from microplastics.core.errors import InputError
 from microplastics.deep.models import ArchSpec, get_spec, load_weights_only
 from microplastics.deep.precision import autocast_for, memory_format_for, resolve_precision
 from microplastics.deep.transforms import EvalPreset, batch_tensor
@@ -38,13 +39,13 @@ def save(obj: dict[str, Any], path: str | Path) -> None:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """A checkpoint of this project, read with ``weights_only=True``; anything else is one UserError line."""
+    """A checkpoint of this project, read with ``weights_only=True``; anything else is one InputError line."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} not found; train the model first (vgg16.py, resnet50.py or vits.py)")
+        raise InputError(f"{path} not found; train the model first (vgg16.py, resnet50.py or vits.py)")
     obj = load_weights_only(path, "train the model again")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise UserError(f"{path} is not a checkpoint of this project (format {FORMAT})")
+        raise InputError(f"{path} is not a checkpoint of this project (format {FORMAT})")
     return obj
 
 
@@ -53,7 +54,7 @@ def check_keys(ckpt: dict[str, Any], path: str | Path, keys: dict[str, type | tu
     for key, kind in keys.items():
         if not isinstance(ckpt.get(key), kind):
             found = "missing" if key not in ckpt else f"a {type(ckpt[key]).__name__}"
-            raise UserError(f"{path} has the format tag of this project but its {key!r} is {found}; "
+            raise InputError(f"{path} has the format tag of this project but its {key!r} is {found}; "
                             "it was not written by this version of the training scripts, train the model again")
 
 
@@ -132,12 +133,12 @@ def load_classifier(model_dir: str | Path, device: str = "cpu", precision: str |
     ckpt = load(path)
     check_keys(ckpt, path, BEST_KEYS)
     if not ckpt["classes"] or not all(isinstance(c, str) for c in ckpt["classes"]):
-        raise UserError(f"{path}: 'classes' must be a non-empty list of class names; train the model again")
+        raise InputError(f"{path}: 'classes' must be a non-empty list of class names; train the model again")
     spec = get_spec(ckpt["arch"])
     try:
         model = build_from_state(spec, len(ckpt["classes"]), ckpt["image_size"], ckpt["state_dict"])
     except (RuntimeError, KeyError, TypeError, ValueError) as err:  # e.g. a class count its weights do not have
-        raise UserError(f"{path}: its weights do not fit a {spec.name} with {len(ckpt['classes'])} classes at "
+        raise InputError(f"{path}: its weights do not fit a {spec.name} with {len(ckpt['classes'])} classes at "
                         f"{ckpt['image_size']} px ({one_line(err)[:200]}); train the model again") from None
     model.to(device, memory_format=memory_format_for(spec.family)).eval()
     return LoadedClassifier(model=model, arch=ckpt["arch"], spec=spec, classes=list(ckpt["classes"]),

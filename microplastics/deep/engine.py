@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from microplastics.core import fileio
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.core.seeds import item_seed
 from microplastics.deep.precision import autocast_for
 
@@ -72,16 +72,16 @@ def cleanup_distributed(info: DistInfo) -> None:
 
 
 def resolve_device(choice: str, info: DistInfo = DistInfo()) -> torch.device:
-    """auto: cuda, then mps, then cpu. Asking for a device that is absent is a UserError."""
+    """auto: cuda, then mps, then cpu. Asking for a device that is absent is a InputError."""
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
     if choice == "cuda":
         if not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device is available; use --device auto or cpu")
+            raise InputError("--device cuda: no CUDA device is available; use --device auto or cpu")
         return torch.device("cuda", info.local_rank)
     if choice == "mps" and not has_mps:
-        raise UserError("--device mps: no Apple GPU is available; use --device auto or cpu")
+        raise InputError("--device mps: no Apple GPU is available; use --device auto or cpu")
     return torch.device(choice)
 
 
@@ -201,19 +201,23 @@ def write_history(out_dir: Path, history: list[dict[str, float]]) -> None:
         frame.to_csv(tmp, index=False, float_format="%.6g")
 
 
-def plot_curves(out_dir: Path, history: list[dict[str, float]], title: str) -> None:
-    """Loss and accuracy per epoch, train against val."""
+def plot_curves(out_dir: Path, history: list[dict[str, float]], title: str, best_epoch: int | None = None) -> None:
+    """Loss and accuracy per epoch, train against val; a dashed line at ``best_epoch``, the one kept."""
     from microplastics.core.plots import plt, save_figure
 
     frame = pd.DataFrame(history)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), layout="constrained")
     for ax, key in zip(axes, ("loss", "acc")):
         ax.plot(frame["epoch"], frame[f"train_{key}"], marker="o", label="train")
         ax.plot(frame["epoch"], frame[f"val_{key}"], marker="o", label="val")
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="black", linestyle="--", linewidth=1,
+                       label=f"chosen: epoch {best_epoch} (lowest val loss)")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss" if key == "loss" else "accuracy")
-        ax.legend()
         ax.grid(alpha=0.3)
+    # one legend under both plots, where it hides no curve
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
     fig.suptitle(title)
     save_figure(fig, out_dir / CURVES_NAME)
 
@@ -265,7 +269,7 @@ def fit(*, module: nn.Module, make_train_loader: Callable[[int], Iterable], val_
         if info.is_main:
             print(f"epoch {epoch}/{epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
                   f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.2e}  {seconds:.1f}s"
-                  f"{'  *best' if improved else ''}", flush=True)
+                  f"{'  * best val loss so far (best.pt)' if improved else ''}", flush=True)
         on_epoch_end(state, improved)
     if info.is_main and stopper.should_stop:
         print(f"early stop: val loss has not improved for {stopper.patience} epochs "

@@ -29,7 +29,7 @@ from torch import nn
 from torchvision.models import vision_transformer as tv_vit
 
 from microplastics.deep import lite0
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,15 +41,15 @@ _UNSUPPORTED_PREFIXES = ("swin", "maxvit", "inception", "googlenet")
 
 
 def load_weights_only(path: str | Path, remedy: str) -> Any:
-    """``torch.load(path, weights_only=True)``; a file it refuses or cannot read is one UserError line
+    """``torch.load(path, weights_only=True)``; a file it refuses or cannot read is one InputError line
     ending in ``remedy`` (never torch's advice to retry with weights_only=False, which runs the file's code)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise UserError(f"{path} is not a checkpoint of this project: it holds objects other than tensors and "
+        raise InputError(f"{path} is not a checkpoint of this project: it holds objects other than tensors and "
                         f"plain values, and must not be loaded unsafely; {remedy}") from None
     except Exception as err:
-        raise UserError(f"{path} is not a readable checkpoint (truncated or damaged: {type(err).__name__}); "
+        raise InputError(f"{path} is not a readable checkpoint (truncated or damaged: {type(err).__name__}); "
                         f"{remedy}") from None
 
 
@@ -112,9 +112,9 @@ class ArchSpec:
 
     def check_image_size(self, image_size: int) -> None:
         if image_size < 16:
-            raise UserError(f"--image-size {image_size} is too small; use at least 32")
+            raise InputError(f"--image-size {image_size} is too small; use at least 32")
         if self.patch_size and image_size % self.patch_size:
-            raise UserError(f"--image-size {image_size} is not a multiple of {self.name}'s patch size "
+            raise InputError(f"--image-size {image_size} is not a multiple of {self.name}'s patch size "
                             f"{self.patch_size}; "
                             f"try {max(self.patch_size, image_size // self.patch_size * self.patch_size)}")
 
@@ -136,7 +136,7 @@ class ArchSpec:
         last = ([old_head] if isinstance(old_head, nn.Linear)
                 else [m for m in old_head.modules() if isinstance(m, nn.Linear)])
         if not last:
-            raise UserError(f"{self.name}: cannot find a linear head to replace")
+            raise InputError(f"{self.name}: cannot find a linear head to replace")
         in_features = last[0].in_features if self.head_kind == "mlp" else last[-1].in_features
         if self.head_kind == "mlp":
             return nn.Sequential(nn.Linear(in_features, 512), nn.ReLU(), nn.Dropout(0.4), nn.Linear(512, num_classes))
@@ -168,7 +168,7 @@ def _head_attribute(net: nn.Module) -> str:
     for name in ("fc", "heads", "classifier"):
         if hasattr(net, name):
             return name
-    raise UserError(f"{type(net).__name__}: no fc/heads/classifier attribute to replace")
+    raise InputError(f"{type(net).__name__}: no fc/heads/classifier attribute to replace")
 
 
 def _replace_last_linear(module: nn.Module, new: nn.Linear) -> None:
@@ -186,7 +186,7 @@ def _replace_last_linear(module: nn.Module, new: nn.Linear) -> None:
 # -- pretrained weights -------------------------------------------------------------------------
 def _imagenet_weights(spec: ArchSpec) -> Any:
     if spec.factory is not None:
-        raise UserError(f"{spec.name} has no ImageNet weights; use --weights none or --weights PATH")
+        raise InputError(f"{spec.name} has no ImageNet weights; use --weights none or --weights PATH")
     return torchvision.models.get_model_weights(spec.name).DEFAULT
 
 
@@ -216,14 +216,14 @@ def _packaged_file() -> Path:
     try:
         return lite0.weights_path()
     except FileNotFoundError as err:
-        raise UserError(str(err)) from None
+        raise InputError(str(err)) from None
 
 
 def weights_file(weights: str) -> Path:
-    """``--weights PATH`` as an existing file, or one UserError line."""
+    """``--weights PATH`` as an existing file, or one InputError line."""
     path = Path(weights)
     if not path.is_file():
-        raise UserError(f"--weights {weights}: no such file; use imagenet, none or the path of a state_dict")
+        raise InputError(f"--weights {weights}: no such file; use imagenet, none or the path of a state_dict")
     return path
 
 
@@ -250,7 +250,7 @@ def load_pretrained_state(spec: ArchSpec, weights: str, image_size: int) -> dict
             with contextlib.redirect_stderr(io.StringIO()):
                 state = w.get_state_dict(progress=False, check_hash=False)
         except Exception as err:  # URLError, socket errors, HTTP errors: all mean "no file"
-            raise UserError(
+            raise InputError(
                 f"could not download ImageNet weights for {spec.name} ({type(err).__name__}: {err}); "
                 f"put the file {target.name} from {w.url} at {target} "
                 f"(set TORCH_HOME to choose another cache folder: $TORCH_HOME/hub/checkpoints/{target.name}), "
@@ -281,7 +281,7 @@ def _load_backbone_state(spec: ArchSpec, net: nn.Module, state: dict[str, torch.
         else:
             net.load_state_dict(state)
     except RuntimeError as err:
-        raise UserError(f"the weights do not fit {spec.name}: {str(err).splitlines()[0][:300]}") from None
+        raise InputError(f"the weights do not fit {spec.name}: {str(err).splitlines()[0][:300]}") from None
 
 
 # -- registry -------------------------------------------------------------------------------------
@@ -307,10 +307,10 @@ def known_archs() -> list[str]:
 
 
 def get_spec(arch: str) -> ArchSpec:
-    """The spec of ``arch``; an unknown name is a UserError listing the known ones."""
+    """The spec of ``arch``; an unknown name is a InputError listing the known ones."""
     known = known_archs()
     if arch not in known:
-        raise UserError(f"unknown --arch {arch!r}; known: {', '.join(known)}")
+        raise InputError(f"unknown --arch {arch!r}; known: {', '.join(known)}")
     return _make_spec(arch)
 
 

@@ -17,7 +17,7 @@ import platform
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, ContextManager
 
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -58,18 +58,18 @@ def resolve_precision(choice: str, device: torch.device, *, amp: bool = True, fr
     import torch
 
     if choice not in PRECISIONS:
-        raise UserError(f"--precision {choice}: choose one of {', '.join(PRECISIONS)}")
+        raise InputError(f"--precision {choice}: choose one of {', '.join(PRECISIONS)}")
     if choice == "fp32":
         return None
     if device.type == "cuda":
         if choice == "bf16":
             if not torch.cuda.is_bf16_supported():
-                raise UserError("--precision bf16: this GPU has no bf16; use --precision auto (fp16 AMP) or fp32")
+                raise InputError("--precision bf16: this GPU has no bf16; use --precision auto (fp16 AMP) or fp32")
             return torch.bfloat16
         return amp_dtype_for(device, amp)
     if choice == "bf16":
         if device.type != "cpu":
-            raise UserError(f"--precision bf16 runs on a CPU or a CUDA GPU, not on {device.type}; "
+            raise InputError(f"--precision bf16 runs on a CPU or a CUDA GPU, not on {device.type}; "
                             "use --precision fp32")
         return torch.bfloat16
     return torch.bfloat16 if device.type == "cpu" and frozen and cpu_supports_bf16() else None

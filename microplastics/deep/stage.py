@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, WeightedRandomSampler
 
 from microplastics.deep import checkpoint, engine
-from microplastics.core import fileio
+from microplastics.core import fileio, provenance
 from microplastics.data.balance import smote_resample, too_small_for_smote
 from microplastics.core.cli import ArgumentParser, UserError, add_device_argument, add_workers_argument, finite_float
 from microplastics.data.dataset import (class_names, load_manifest, manifest_digest, recorded_crop_scale,
@@ -78,13 +78,25 @@ PRESETS = {
 }
 
 
+# the stage script of each preset, for its --help and the command line recorded in config.json
+SCRIPTS = {"vgg16": "vgg16.py", "resnet50": "resnet50.py", "vit_b_16": "vits.py",
+           "efficientnet_lite0": "efficientnet.py"}
+
+
+def preset_examples(preset: str) -> list[str]:
+    script = f"python {SCRIPTS[preset]}"
+    return [f"{script} --data processed_MICRO --results results",
+            f"{script} --finetune full --epochs 20 --device cuda",
+            f"{script} --weights none --epochs 3 --image-size 64 --device cpu   # a quick smoke run"]
+
+
 def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
     p = PRESETS[preset]
     parser = ArgumentParser(
         description=f"Train and test a deep classifier on processed_MICRO crops. Preset: {p.description}. "
                     "With --finetune head the frozen backbone runs once per view and the head trains on cached "
                     "embeddings; results go to RESULTS/<arch>/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog=SCRIPTS[preset], examples=preset_examples(preset))
     a = parser.add_argument
     a("--data", default="processed_MICRO", help="processed_MICRO folder written by data-preprocessing.py")
     a("--results", default="results", help="parent folder; this run writes RESULTS/<arch>/")
@@ -325,7 +337,7 @@ def check_resume(last: dict[str, Any], cfg: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None, preset: str = "resnet50") -> int:
     args = get_args_parser(preset).parse_args(argv)
-    cfg = resolve_config(args, preset)
+    cfg = provenance.with_run(resolve_config(args, preset), SCRIPTS[preset], argv)
     info = engine.setup_distributed(args.device)
     try:
         return _run(args, cfg, info)
@@ -550,7 +562,7 @@ def test_and_report(model: nn.Module, spec: ArchSpec, cfg: dict[str, Any], data:
                          probs=probs, split_fingerprint=split_fingerprint(manifest, "test"),
                          weights=cfg["weights_used"], train_seconds=embed_seconds + state.train_seconds, extra=extra,
                          report_footer=footer)
-    engine.plot_curves(out_dir, state.history, f"{spec.name} ({cfg['finetune']} mode)")
+    engine.plot_curves(out_dir, state.history, f"{spec.name} ({cfg['finetune']} mode)", stopper.best_epoch)
     print(f"test: accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  (best epoch {stopper.best_epoch}) "
           f"-> {Path(cfg['results']) / spec.name}", flush=True)  # where the staging folder goes once done
 

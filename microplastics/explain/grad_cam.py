@@ -15,17 +15,17 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from microplastics.explain import cam as explain, localisation
-from microplastics.core import fileio
+from microplastics.core import fileio, provenance
 from microplastics.core.cli import ArgumentParser, UserError, add_device_argument, finite_float
 from microplastics.core.plots import plt, save_figure
-from microplastics.core.layout import BEST_NAME, GRADCAM_DIR, trained_model_file
+from microplastics.core.layout import BEST_NAME, GRADCAM_DIR, GRADCAM_OWNER, trained_model_file
 from microplastics.deep.engine import resolve_device
 from microplastics.predict.model_folder import read_crop, recorded_predictions, resolve_data_dir
 from microplastics.results.grids import pick_rows
@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 OUT_NAME = GRADCAM_DIR
 OVERVIEW_NAME = "overview.png"
 SELECTION_NAME = "selection.csv"
-OVERVIEW_MAX_ROWS = 32
-OWNER_NAME = "gradcam.json"
+OVERVIEW_MAX_ROWS = 32  # crops in the overview
+OVERVIEW_COLUMNS = 8  # images a row: crops and their overlays
+OWNER_NAME = GRADCAM_OWNER
 LEGACY_OUTPUT = re.compile(r"\d{3}_.*\.png|overview\.png|selection\.csv")  # what older versions wrote
 
 
@@ -102,8 +103,8 @@ def compute_maps(loaded: LoadedClassifier, batch: torch.Tensor, methods: Sequenc
 # ----------------------------------------------------------------------------- figures
 
 def _title(true: str, pred: str, confidence: float) -> tuple[str, str]:
-    colour = "green" if true == pred else "red"
-    return f"true: {true}\npred: {pred} ({confidence:.2f})", colour
+    right = true == pred
+    return f"{'✓' if right else '✗'} true: {true}\npred: {pred} ({confidence:.2f})", "green" if right else "red"
 
 
 def draw_row(axes: Sequence[plt.Axes], image: np.ndarray, heat: dict[str, np.ndarray], true: str, pred: str,
@@ -111,11 +112,11 @@ def draw_row(axes: Sequence[plt.Axes], image: np.ndarray, heat: dict[str, np.nda
     """The crop, then one overlay per method, on a row of axes."""
     text, colour = _title(true, pred, confidence)
     axes[0].imshow(image)
-    axes[0].set_title(text, fontsize=8, color=colour)
+    axes[0].set_title(text, fontsize=9, color=colour)
     for ax, (method, m) in zip(axes[1:], heat.items()):
         ax.imshow(explain.overlay(image, m, alpha))
         if label_methods:
-            ax.set_title(method, fontsize=8)
+            ax.set_title(method, fontsize=9)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -123,24 +124,44 @@ def draw_row(axes: Sequence[plt.Axes], image: np.ndarray, heat: dict[str, np.nda
 
 def save_panel(path: Path, image: np.ndarray, heat: dict[str, np.ndarray], true: str, pred: str,
                confidence: float, alpha: float, name: str) -> None:
-    fig, axes = plt.subplots(1, 1 + len(heat), figsize=(2.4 * (1 + len(heat)), 2.9), squeeze=False)
+    fig, axes = plt.subplots(1, 1 + len(heat), figsize=(2.4 * (1 + len(heat)) + 0.8, 3.2), squeeze=False,
+                             layout="constrained")
     draw_row(axes[0], image, heat, true, pred, confidence, alpha)
-    fig.suptitle(name, fontsize=8)
-    fig.tight_layout()
+    add_colour_bar(fig, axes)
+    fig.suptitle(name, fontsize=9)
     save_figure(fig, path)
 
 
 def save_overview(path: Path, sel: Selection, maps: dict[str, np.ndarray], alpha: float, title: str) -> None:
+    """The crops in a grid, each followed by its overlays (one per method), and one colour bar."""
     n = min(len(sel.images), OVERVIEW_MAX_ROWS)
-    ncols = 1 + len(maps)
-    fig, axes = plt.subplots(n, ncols, figsize=(1.9 * ncols, 2.1 * n + 0.4), squeeze=False)
+    per_crop = 1 + len(maps)
+    crops_per_row = max(1, min(n, OVERVIEW_COLUMNS // per_crop))
+    nrows = -(-n // crops_per_row)
+    ncols = crops_per_row * per_crop
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols + 0.9, 2.3 * nrows + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax in axes.ravel():
+        ax.axis("off")
     for i in range(n):
+        row, first = divmod(i, crops_per_row)
+        cells = axes[row, first * per_crop:(first + 1) * per_crop]
+        for ax in cells:
+            ax.axis("on")
         heat = {m: v[i] for m, v in maps.items()}
-        draw_row(axes[i], sel.images[i], heat, sel.rows["true"][i], sel.pred[i], float(sel.confidence[i]), alpha,
-                 label_methods=i == 0)
-    fig.suptitle(title + (f" (first {n} of {len(sel.images)})" if n < len(sel.images) else ""), fontsize=9)
-    fig.tight_layout()
+        draw_row(cells, sel.images[i], heat, sel.rows["true"][i], sel.pred[i], float(sel.confidence[i]), alpha)
+    add_colour_bar(fig, axes)
+    fig.suptitle(title + (f" (first {n} of {len(sel.images)})" if n < len(sel.images) else ""), fontsize=12)
     save_figure(fig, path)
+
+
+def add_colour_bar(fig: plt.Figure, axes: np.ndarray) -> None:
+    """What the overlay's colours mean: the jet scale of the normalised map, low to high."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=axes, shrink=0.6, aspect=30, pad=0.01)
+    bar.set_label("heat map (normalised): 0 no evidence, 1 most", fontsize=9)
 
 
 def panel_name(k: int, true: str, pred: str, rel: str) -> str:
@@ -171,14 +192,16 @@ def check_out_dir(out_dir: Path, model_dir: Path) -> None:
                     f"(e.g. {present[0]}), and this run would replace the folder; pass a new or empty one")
 
 
-def write_owner(staging: Path, model_dir: Path, arch: str) -> None:
-    """OWNER_NAME, last: which model the folder's maps are of, and every file of the folder."""
+def write_owner(staging: Path, model_dir: Path, arch: str, run: dict[str, Any] | None = None) -> None:
+    """OWNER_NAME, last: which model the folder's maps are of, every file of the folder, and how it ran."""
     files = sorted(p.name for p in staging.iterdir())
-    fileio.write_json(staging / OWNER_NAME, {"model": str(model_dir.resolve()), "arch": arch, "files": files})
+    fileio.write_json(staging / OWNER_NAME, {"model": str(model_dir.resolve()), "arch": arch, "files": files,
+                                             **({provenance.RUN_KEY: run} if run else {})})
 
 
 def write_outputs(out_dir: Path, sel: Selection, maps: dict[str, np.ndarray], alpha: float, title: str,
-                  model_dir: Path, arch: str, localised: tuple[pd.DataFrame, dict] | None = None) -> list[str]:
+                  model_dir: Path, arch: str, localised: tuple[pd.DataFrame, dict] | None = None,
+                  run: dict[str, Any] | None = None) -> list[str]:
     """Panels, overview, selection.csv (and the localisation files) into a staging folder that then
     replaces ``out_dir``."""
     with fileio.staged_dir(out_dir) as staging:
@@ -194,7 +217,7 @@ def write_outputs(out_dir: Path, sel: Selection, maps: dict[str, np.ndarray], al
         table.to_csv(staging / SELECTION_NAME, index=False, float_format="%.6f")
         if localised is not None:
             localisation.write(staging, *localised)
-        write_owner(staging, model_dir, arch)
+        write_owner(staging, model_dir, arch, run)
     return names
 
 
@@ -211,7 +234,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "Each map is also checked against the particle's box (the crop less the margin recorded by "
                     "data-preprocessing.py): localisation.csv and localisation.json give the share of the map's mass "
                     "inside it and whether its peak falls inside (the pointing game).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        examples=["python grad-cam.py --model results/vgg16",
+                  "python grad-cam.py --model results/resnet50 --method all --per-class 4",
+                  "python grad-cam.py --model results/vit_b_16 --method rollout --misclassified --n 8"])
     a = parser.add_argument
     a("--model", required=True, metavar="DIR", help="a deep model folder, e.g. results/vgg16")
     a("--data", help="processed folder of the test crops (default: the one recorded in the model's config)")
@@ -259,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     title = f"{loaded.arch}: {', '.join(methods)} (target: {args.target} class)"
     localised = localisation.measure_crops(data_dir, rows["path"].tolist(), rows["true"].tolist(), sel.pred, images,
                                            maps, args.target)
-    write_outputs(out_dir, sel, maps, args.alpha, title, model_dir, loaded.arch, localised)
+    write_outputs(out_dir, sel, maps, args.alpha, title, model_dir, loaded.arch, localised,
+                  provenance.run_record("grad-cam.py", argv))
     right = sum(t == p for t, p in zip(rows["true"], sel.pred))
     print(f"{loaded.arch}: {len(rows)} crop(s), {right} right, methods {', '.join(methods)} -> {out_dir}")
     if localised is not None:

@@ -29,7 +29,7 @@ import pandas as pd
 
 from microplastics.core import fileio
 from microplastics.data.annotations import margin_pixels
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.data.dataset import load_manifest, recorded_input
 
 CSV_NAME = "localisation.csv"
@@ -154,7 +154,7 @@ def measure_crops(data_dir: Path, paths: Sequence[str], true: Sequence[str], pre
     shapes = [tuple(int(v) for v in image.shape[:2]) for image in images]
     try:
         boxes, margin = crop_boxes(data_dir, paths, shapes)
-    except UserError as err:
+    except InputError as err:
         print(f"warning: localisation not measured: {err}", file=sys.stderr)
         return None
     table = measure(paths, true, pred, shapes, boxes, maps)

@@ -30,7 +30,7 @@ import pandas as pd
 from skimage.measure import perimeter
 from skimage.morphology import skeletonize
 
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 
 PALETTE = {  # sRGB of the names a lab report uses for particle colours
     "white": (235, 235, 230), "grey": (128, 128, 128), "black": (35, 35, 35), "red": (190, 40, 40),
@@ -143,24 +143,25 @@ def parse_scale(value: str | None) -> float | dict[str, float] | None:
     except ValueError:
         return read_scale_csv(Path(value))
     if not math.isfinite(number) or number <= 0:
-        raise UserError(f"--um-per-px must be a positive number of micrometres per pixel, or a CSV file; got {value}")
+        raise InputError(f"--um-per-px must be a positive number of micrometres per pixel, or a CSV file; got {value}")
     return number
 
 
 def read_scale_csv(path: Path) -> dict[str, float]:
     if not path.is_file():
-        raise UserError(f"--um-per-px {path}: neither a number nor a CSV file")
+        raise InputError(f"--um-per-px {path}: neither a number nor a CSV file")
     try:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"--um-per-px {path} is not a readable CSV ({err}); expected columns photo,um_per_px") from None
+        raise InputError(f"--um-per-px {path} is not a readable CSV ({err}); "
+                         "expected columns photo,um_per_px") from None
     if not {"photo", "um_per_px"} <= set(table.columns):
-        raise UserError(f"--um-per-px {path} needs the columns photo,um_per_px; "
+        raise InputError(f"--um-per-px {path} needs the columns photo,um_per_px; "
                         f"it has {', '.join(map(str, table.columns))}")
     values = pd.to_numeric(table["um_per_px"], errors="coerce")
     bad = table["photo"][~(values > 0)].astype(str).tolist()
     if bad:
-        raise UserError(f"--um-per-px {path}: um_per_px must be a positive number; not for {', '.join(bad[:5])}")
+        raise InputError(f"--um-per-px {path}: um_per_px must be a positive number; not for {', '.join(bad[:5])}")
     return {str(p): float(v) for p, v in zip(table["photo"], values)}
 
 
@@ -192,9 +193,9 @@ def add_scale_arguments(group: argparse._ActionsContainer) -> None:
 
 def check_scale_args(um_per_px: str | None, reference_size_um: float | None) -> None:
     if reference_size_um is not None and not reference_size_um > 0:
-        raise UserError(f"--reference-size-um must be a positive size in micrometres, got {reference_size_um}")
+        raise InputError(f"--reference-size-um must be a positive size in micrometres, got {reference_size_um}")
     if reference_size_um is not None and um_per_px is not None:
-        raise UserError("give one scale: --um-per-px or --reference-size-um, not both")
+        raise InputError("give one scale: --um-per-px or --reference-size-um, not both")
 
 
 def photo_scales(photos: Sequence[str], scale: float | Mapping[str, float] | None, *,
@@ -209,7 +210,7 @@ def photo_scales(photos: Sequence[str], scale: float | Mapping[str, float] | Non
     if reference_size_um is not None:
         per_photo = reference_scales(reference_feret or {}, reference_size_um)
         if not per_photo:
-            raise UserError(f"--reference-size-um: no particle was {seen_as} {reference_class!r}, so there "
+            raise InputError(f"--reference-size-um: no particle was {seen_as} {reference_class!r}, so there "
                             "is no scale; pass --um-per-px instead")
         fallback = float(np.median(list(per_photo.values())))
         lacking = [p for p in photos if p not in per_photo]
@@ -223,7 +224,7 @@ def photo_scales(photos: Sequence[str], scale: float | Mapping[str, float] | Non
     values = {p: scale_for(p, scale) for p in photos}
     missing = [p for p, v in values.items() if v is None]
     if missing:
-        raise UserError(f"--um-per-px has no value for {len(missing)} photo(s), e.g. {missing[0]}")
+        raise InputError(f"--um-per-px has no value for {len(missing)} photo(s), e.g. {missing[0]}")
     source = SCALE_SOURCE_NUMBER if isinstance(scale, (int, float)) else SCALE_SOURCE_CSV
     return values, {p: source for p in values}
 

@@ -19,7 +19,7 @@ import argparse
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ from microplastics.find import detection, measure, samples
 from microplastics.core import fileio
 from microplastics.data.annotations import (BoxRecord, crop_box, detect_format, read_annotations, records_by_photo,
                                             relative_name)
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.find.finder import FinderSettings, find_particles
 from microplastics.core.images import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_rgb
 from microplastics.predict.model_folder import default_margin
@@ -40,6 +40,8 @@ from microplastics.predict.predictor import Predictor, load_predictor, predict_i
 FOUND_DIR = "found"
 SAMPLES_CSV = "samples.csv"
 REVIEW_LIMIT = 96  # crops on the review sheet; particles.csv flags every uncertain one
+FINDERS = ("classical", "detector")
+PhotoFinder = Callable[[np.ndarray, "float | None"], tuple[np.ndarray, list]]
 
 
 def add_find_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +50,9 @@ def add_find_arguments(parser: argparse.ArgumentParser) -> None:
     a = g.add_argument
     a("--find", action="store_true", help="with --photos: find the particles with the classical finder instead "
                                           "of reading annotated boxes; annotations, where present, only score it")
+    a("--finder", choices=FINDERS, default="classical", help="classical (no training) or detector (a trained "
+                                                             "detector, find-detector.py; needs --detector)")
+    a("--detector", metavar="PATH", help="with --finder detector: the checkpoint find-detector.py wrote")
     measure.add_scale_arguments(g)
     a("--review-below", type=float, default=0.6, help="particles whose top class probability is below this are "
                                                       "flagged uncertain and put on the review sheet")
@@ -62,12 +67,14 @@ def add_find_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_find_args(args: argparse.Namespace) -> None:
     if not args.photos:
-        raise UserError("--find needs --photos DIR, the folder of photos to search")
+        raise InputError("--find needs --photos DIR, the folder of photos to search")
+    if (args.finder == "detector") != (args.detector is not None):
+        raise InputError("--finder detector and --detector PATH go together (train a detector with find-detector.py)")
     if not 0 <= args.review_below <= 1:
-        raise UserError(f"--review-below must be between 0 and 1, got {args.review_below}")
+        raise InputError(f"--review-below must be between 0 and 1, got {args.review_below}")
     measure.check_scale_args(args.um_per_px, args.reference_size_um)
     if not args.min_diameter_um >= 0:
-        raise UserError(f"--min-diameter-um must be 0 or more, got {args.min_diameter_um}")
+        raise InputError(f"--min-diameter-um must be 0 or more, got {args.min_diameter_um}")
     samples.check_edges(args.size_bins)
 
 
@@ -79,10 +86,10 @@ def list_photos(root: Path, out_dir: Path | None = None) -> tuple[Path, list[Pat
     A MICRO folder (raw_img/ + annotation/) or a YOLO export gives its photos and boxes; any
     other folder is searched recursively for images (the output folder left out)."""
     if not root.is_dir():
-        raise UserError(f"--photos {root} is not a folder")
+        raise InputError(f"--photos {root} is not a folder")
     try:
         fmt = detect_format(root)
-    except UserError:
+    except InputError:
         fmt = None
     if fmt is not None:
         photo_root = root / ("raw_img" if fmt == "deepparticle" else "images")
@@ -95,11 +102,21 @@ def list_photos(root: Path, out_dir: Path | None = None) -> tuple[Path, list[Pat
                     and not (out and out in p.resolve().parents) and not any(x.startswith(".") for x in
                                                                               p.relative_to(photo_root).parts))
     if not photos:
-        raise UserError(f"{photo_root} holds no photos ({', '.join(IMAGE_EXTENSIONS)})")
+        raise InputError(f"{photo_root} holds no photos ({', '.join(IMAGE_EXTENSIONS)})")
     return photo_root, photos, boxes
 
 
 # ----------------------------------------------------------------------------- one photo
+
+def photo_finder(finder: str, settings: FinderSettings, detector_path: str | None = None) -> PhotoFinder:
+    """``(image, um_per_px) -> (labels, found)`` of the classical finder or of a trained detector."""
+    if finder == "classical":
+        return lambda image, um_per_px: find_particles(image, settings, um_per_px)
+    from microplastics.find import detector  # torch and timm: only when asked for
+
+    model, config = detector.load_detector(detector_path)
+    return lambda image, um_per_px: detector.find_particles(image, model, config, settings, um_per_px)
+
 
 def process_photo(image: np.ndarray, predictor: Predictor, settings: FinderSettings, um_per_px: float | None,
                   margin: float, batch_size: int, found: tuple[np.ndarray, list] | None = None
@@ -140,13 +157,15 @@ def run_find(args: argparse.Namespace, device: str) -> int:
     if isinstance(scale, dict):
         missing = [n for n in names if measure.scale_for(n, scale) is None]
         if missing:
-            raise UserError(f"--um-per-px {args.um_per_px} has no value for {len(missing)} photo(s), e.g. {missing[0]}")
+            raise InputError(f"--um-per-px {args.um_per_px} has no value for {len(missing)} photo(s), "
+                             f"e.g. {missing[0]}")
     predictor = load_predictor(args.model, device, args.precision)
     if args.reference_size_um is not None and args.reference_class not in predictor.classes:
-        raise UserError(f"the model knows no class {args.reference_class!r} for --reference-size-um; its classes: "
+        raise InputError(f"the model knows no class {args.reference_class!r} for --reference-size-um; its classes: "
                         f"{', '.join(predictor.classes)} (see --reference-class)")
     settings = FinderSettings(min_diameter_um=args.min_diameter_um or None)
     margin = args.margin if args.margin is not None else default_margin(Path(args.model))
+    find = photo_finder(args.finder, settings, args.detector)
 
     from microplastics.find.sample_page import draw_overlay, write_figures_and_page
 
@@ -161,7 +180,8 @@ def run_find(args: argparse.Namespace, device: str) -> int:
                 print(f"warning: skipped {name}: unreadable image ({err.reason})", file=sys.stderr)
                 continue
             um_per_px = measure.scale_for(name, scale)
-            labels, frame, probs, crops = process_photo(image, predictor, settings, um_per_px, margin, args.batch_size)
+            labels, frame, probs, crops = process_photo(image, predictor, settings, um_per_px, margin, args.batch_size,
+                                                        found=find(image, um_per_px))
             frame = classify_columns(frame, probs, predictor.classes, args.review_below)
             frame.insert(0, "photo", name)
             parts.append(frame)
@@ -171,7 +191,7 @@ def run_find(args: argparse.Namespace, device: str) -> int:
             if len(review) < REVIEW_LIMIT:  # the sheet shows the first ones; particles.csv flags them all
                 review.extend((crop, row) for crop, (_, row) in zip(crops, frame.iterrows()) if row["uncertain"])
         if not parts:
-            raise UserError(f"none of the {len(photos)} photo(s) in {photo_root} could be read")
+            raise InputError(f"none of the {len(photos)} photo(s) in {photo_root} could be read")
         photo_table = pd.DataFrame(photo_rows)
         particles = pd.concat(parts, ignore_index=True)
         particles, calibration = calibrate(particles, photo_table, scale, args)
@@ -183,10 +203,11 @@ def run_find(args: argparse.Namespace, device: str) -> int:
         scores = score_against(truth, particles, photo_table, class_map, predictor.classes)
         write_tables(staging, particles, table, metrics={
             "model": predictor.name, "weights": predictor.weights, "classes": predictor.classes,
-            "photos_dir": str(root), "n_photos": len(photo_table), "n_particles": int(len(particles)),
+            "photos_dir": str(root), "n_photos": len(photo_table), "n_particles": len(particles),
             "n_uncertain": int(particles["uncertain"].sum()), "review_below": args.review_below,
             "margin": margin, "size_bins": list(args.size_bins), "calibration": calibration,
-            "finder_settings": asdict(settings), "class_map": class_map,
+            "finder": args.finder, "detector": args.detector, "finder_settings": asdict(settings),
+            "class_map": class_map,
             "skipped": [{"item": i, "reason": r} for i, r in skipped], "finder_scores": scores})
         write_figures_and_page(staging, particles, table, predictor.classes, review[:REVIEW_LIMIT],
                                scores=scores, calibration=calibration, skipped=skipped,

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 
 DEFAULT_SIZE_EDGES = (100.0, 300.0, 1000.0, 5000.0)
 UNMATCHED = "(no sample)"
@@ -26,7 +26,7 @@ def compile_pattern(pattern: str | None) -> re.Pattern[str] | None:
     try:
         return re.compile(pattern)
     except re.error as err:
-        raise UserError(f"--sample-pattern {pattern!r} is not a valid regular expression: {err}") from None
+        raise InputError(f"--sample-pattern {pattern!r} is not a valid regular expression: {err}") from None
 
 
 def sample_of(photo: str, root_name: str, pattern: re.Pattern[str] | None = None) -> str:
@@ -43,7 +43,7 @@ def sample_of(photo: str, root_name: str, pattern: re.Pattern[str] | None = None
 def check_edges(edges: Sequence[float]) -> list[float]:
     values = [float(e) for e in edges]
     if not values or any(not b > a for a, b in zip(values, values[1:])) or values[0] <= 0:
-        raise UserError(f"--size-bins must be positive and increasing, got {' '.join(map(str, edges))}")
+        raise InputError(f"--size-bins must be positive and increasing, got {' '.join(map(str, edges))}")
     return values
 
 

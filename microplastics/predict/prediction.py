@@ -56,7 +56,7 @@ def write_prediction_grid(model_dir: str | Path, predictor: Predictor, data_dir:
     right = int((table["pred"] == table["true"]).sum())
     differ = int((table["pred"] != table["recorded_pred"]).sum())
     save_prediction_grid(images, table["true"].tolist(), table["pred"].tolist(), model_dir / layout.GRID_IMAGE,
-                         title=f"{predictor.name}: {len(table)} test crops, {right} right (red: wrong)")
+                         title=f"{predictor.name}: {len(table)} test crops, {right} right (✗ and red: wrong)")
     if differ:
         print(f"warning: {predictor.name}: {differ} of {len(table)} grid predictions differ from "
               f"{model_dir / layout.PREDICTIONS_NAME}; was the model retrained or the data rebuilt since?",
@@ -96,7 +96,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "a CSV path,pred,prob_<class>... Photos mode (--model, --photos): every annotated particle of "
                     "a MICRO folder (raw_img/ + annotation/) or a YOLO export, classified; labelled sets are "
                     "scored into metrics.json and confusion_matrix.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        examples=["python prediction.py --models rf svm vgg16   # grids of test crops",
+                  "python prediction.py --model results/vgg16 --input new_crops/",
+                  "python prediction.py --model results/rf --photos other_lab/MICRO   # scored when annotated"])
     grid = parser.add_argument_group("grid mode (--models): prediction grids of model folders")
     grid.add_argument("--models", nargs="+", metavar="NAME",
                       help="model folder names under --results, e.g. vgg16 resnet50 vit_b_16 rf svm")

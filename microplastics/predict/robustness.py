@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from microplastics.core import fileio, layout
+from microplastics.core import fileio, layout, provenance
 from microplastics.core.cli import ArgumentParser, UserError, add_device_argument, finite_float
 from microplastics.core.images import ImageReadError, read_rgb
 from microplastics.data import corruptions, dataset
@@ -246,7 +246,8 @@ def write_outputs(model_dir: Path, model: str, predictions: pd.DataFrame, classe
 
 # ---------------------------------------------------------------- command line
 
-def evaluate_model(model_dir: Path, setup: Setup, predictor: Predictor) -> tuple[dict[str, Any], pd.DataFrame]:
+def evaluate_model(model_dir: Path, setup: Setup, predictor: Predictor,
+                   run: dict[str, Any] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Score one model folder under every condition and write its robustness files; the summary and predictions."""
     check_model(model_dir, setup, predictor)
     started = time.perf_counter()
@@ -255,7 +256,8 @@ def evaluate_model(model_dir: Path, setup: Setup, predictor: Predictor) -> tuple
     extra = {"applied_to": setup.applied_to, "photos": str(setup.photo_dir) if setup.photo_dir else None,
              "margin": setup.margin, "seed": setup.seed, "data": str(setup.data_dir), "tta": tta_of(predictor),
              "n_test_crops": int(len(setup.test)), "n_test_photos": int(setup.test["source_image"].nunique()),
-             "seconds": round(time.perf_counter() - started, 1), "suite": corruptions.describe_suite()}
+             "seconds": round(time.perf_counter() - started, 1), "suite": corruptions.describe_suite(),
+             **({provenance.RUN_KEY: run} if run else {})}
     summary = write_outputs(model_dir, getattr(predictor, "name", model_dir.name), predictions, classes, extra)
     return summary, predictions
 
@@ -292,7 +294,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                     "brighter light, colour temperature, sensor noise, JPEG, low resolution, contrast loss), each "
                     "at three severities. Writes robustness.csv, robustness_predictions.csv, robustness.json and "
                     "robustness.png into each model folder.",
-        epilog=f"corruptions: {', '.join(corruptions.corruption_names())}")
+        epilog=f"corruptions: {', '.join(corruptions.corruption_names())}",
+        examples=["python robustness.py --model rf --model vgg16 --photos MICRO",
+                  "python robustness.py --corruptions defocus_blur darker --severities 1 3",
+                  "python robustness.py --model results/resnet50 --limit-photos 20   # a quick look"])
     parser.add_argument("--data", default=layout.DATA_DIR, help="processed data folder (default: %(default)s)")
     parser.add_argument("--results", default=layout.RESULTS_DIR, help="folder of model folders (default: %(default)s)")
     parser.add_argument("--model", action="append", metavar="DIR",
@@ -363,7 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         predictor = with_tta(load_predictor(model_dir, device=device), args.tta)
         reference = external_sets.own_test_figures(load_metrics(model_dir))
         if run_suite:
-            summary, predictions = evaluate_model(model_dir, setup, predictor)
+            summary, predictions = evaluate_model(model_dir, setup, predictor,
+                                                  provenance.run_record("robustness.py", argv))
             reference = clean_reference(predictions, predictor.classes, tta_of(predictor))
             print(f"{summary['model']}: clean macro-F1 {summary['clean_macro_f1']:.3f}, mean under corruption "
                   f"{summary['mean_corrupted_macro_f1']:.3f} (relative drop {summary['relative_drop']:.1%}); "

@@ -16,7 +16,7 @@ import pandas as pd
 
 from microplastics.results import caveats, metrics, stats
 from microplastics.data import dataset
-from microplastics.core import fileio, layout
+from microplastics.core import fileio, layout, provenance
 from microplastics.core.errors import InputError
 
 SCORE_LABELS = {
@@ -77,6 +77,7 @@ class Report:
     n_boot: int
     seed: int
     cautions: Cautions = field(default_factory=Cautions)
+    run: dict[str, Any] | None = None    # this report's own run record (provenance.run_record)
 
 
 # ---------------------------------------------------------------- reading model folders
@@ -240,6 +241,71 @@ def metrics_per_class(m: ModelResult) -> dict[str, dict[str, Any]]:
 def all_classes(models: Sequence[ModelResult]) -> list[str]:
     """Every class of every model, sorted: the order of the manifest's class indices."""
     return sorted({c for m in models for c in m.classes})
+
+
+CLASS_REPORT_COLUMNS = ("precision", "recall", "f1-score", "support")
+
+
+def class_report_frame(m: ModelResult) -> pd.DataFrame | None:
+    """scikit-learn's classification_report of one model as a table: a row per class, then accuracy,
+    macro avg and weighted avg. Classes without true or predicted crops are left out of the means,
+    as in the comparison table. None without per-class figures."""
+    per_class = metrics_per_class(m)
+    if not per_class:
+        return None
+    rows = {c: [v["precision"], v["recall"], v["f1"], v["support"]] for c, v in per_class.items()}
+    n = sum(int(v["support"]) for v in per_class.values())
+    rows["accuracy"] = [math.nan, math.nan, m.scores.get("accuracy"), n]
+    rows["macro avg"] = [m.scores.get("macro_precision"), m.scores.get("macro_recall"), m.scores.get("macro_f1"), n]
+    weights = {c: v["support"] / n if n else 0.0 for c, v in per_class.items()}
+    rows["weighted avg"] = [sum(weights[c] * per_class[c][k] for c in per_class) for k in ("precision", "recall")] \
+        + [m.scores.get("weighted_f1"), n]
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(CLASS_REPORT_COLUMNS))
+    frame["support"] = frame["support"].astype("Int64")
+    return frame
+
+
+# ---------------------------------------------------------------- how to reproduce
+
+@dataclass
+class StageRun:
+    """One stage's command as it ran, from the run record it stored."""
+    stage: str                       # what it made: "data", "rf, svm", "vgg16 Grad-CAM"...
+    record: dict[str, Any]
+
+    @property
+    def command(self) -> str:
+        return str(self.record["command"])
+
+
+def stage_runs(report: Report) -> list[StageRun]:
+    """The command of every stage behind the report, in pipeline order; runs shared by several
+    models (ml-baselines.py trains rf and svm at once) are listed once."""
+    summary = report.data_summary
+    found: list[tuple[str, dict[str, Any] | None]] = [("raw photos", provenance.read_run(summary, "input_run")),
+                                                      ("processed crops", provenance.read_run(summary))]
+    found += [(m.name, provenance.read_run(m.config)) for m in report.models]
+    for m in report.models:
+        for what, path in (("Grad-CAM", m.folder / layout.GRADCAM_DIR / layout.GRADCAM_OWNER),
+                           ("robustness", m.folder / layout.ROBUSTNESS_SUMMARY)):
+            if path.is_file():
+                found.append((f"{m.name} {what}", provenance.read_run(read_json_or_empty(path))))
+    # data first, the report last, and the stages between in the order they ran
+    data, stages = found[:2], sorted((f for f in found[2:] if f[1] is not None), key=lambda f: str(f[1].get("date")))
+    runs: dict[str, StageRun] = {}
+    for stage, record in [*data, *stages, ("this report", report.run)]:
+        if record is None:
+            continue
+        if record["command"] in runs:
+            runs[record["command"]].stage += f", {stage}"
+        else:
+            runs[record["command"]] = StageRun(stage, record)
+    return list(runs.values())
+
+
+def unrecorded_stages(report: Report) -> list[str]:
+    """Models whose config.json holds no run record (trained before stages kept one)."""
+    return [m.name for m in report.models if provenance.read_run(m.config) is None]
 
 
 # ---------------------------------------------------------------- data summary
@@ -469,7 +535,7 @@ def caution_notes(models: Sequence[ModelResult], cautions: Cautions) -> list[str
 # ---------------------------------------------------------------- assembling and writing
 
 def build_report(results_dir: Path, data_dir: Path, n_boot: int, seed: int,
-                 wanted: Sequence[str] | None = None) -> Report:
+                 wanted: Sequence[str] | None = None, run: dict[str, Any] | None = None) -> Report:
     notes: list[str] = []
     folders = layout.find_model_dirs(results_dir, wanted, require=layout.FINISHED_RUN, notes=notes)
     models = []
@@ -487,7 +553,19 @@ def build_report(results_dir: Path, data_dir: Path, n_boot: int, seed: int,
     cautions = build_cautions(models, classes, data_summary, same_data, results_dir, n_boot, seed)
     notes += weights_note(models) + split_note + caution_notes(models, cautions)
     return Report(results_dir, data_dir, models, classes, summary_frame(models), mcnemar_all(models),
-                  counts, data_summary, notes, n_boot, seed, cautions)
+                  counts, data_summary, notes, n_boot, seed, cautions, run)
+
+
+def ranking_text(report: Report) -> str:
+    """The ranking for a terminal: a few aligned columns, the best model first."""
+    header = ["rank", "model", "macro F1 [95% CI]", "accuracy", "mean IoU", "best epoch", "training time"]
+    rows = [[str(row["rank"]), m.name, fmt_score(row, "macro_f1"), fmt(row["accuracy"]), fmt(row["mean_iou"]),
+             fmt(row["best_epoch"]), fmt_seconds(row["train_seconds"])]
+            for (_, row), m in zip(report.table.iterrows(), report.models)]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return ("\n".join(lines) + "\nRanked by macro F1 on the test split; best epoch: the epoch of the lowest "
+            "validation loss, whose weights were kept.\n")
 
 
 def write_summary(report: Report) -> list[Path]:
@@ -496,4 +574,6 @@ def write_summary(report: Report) -> list[Path]:
     with fileio.atomic_path(csv_path) as tmp:
         report.table.to_csv(tmp, index=False, float_format="%.6f")
     fileio.write_text(md_path, render_markdown(report))
-    return [csv_path, md_path]
+    text_path = report.results_dir / layout.SUMMARY_TXT
+    fileio.write_text(text_path, ranking_text(report))
+    return [csv_path, md_path, text_path]

@@ -15,6 +15,7 @@ from microplastics.core.plots import plt, save_figure
 
 WRONG_COLOUR = "red"
 RIGHT_COLOUR = "green"
+RIGHT_MARK, WRONG_MARK = "✓", "✗"
 
 
 def pick_rows(labels: Sequence[str], n: int | None = None, per_class: int | None = None, seed: int = 42) -> list[int]:
@@ -43,8 +44,8 @@ def save_prediction_grid(images: Sequence[np.ndarray], true: Sequence[str], pred
                          path: str | Path, title: str = "", ncols: int = 8) -> None:
     """Draw ``images`` in rows of ``ncols``, each titled "true / predicted", and save atomically.
 
-    A wrong prediction gets a red title and a red frame, a right one green, so the errors
-    stand out at a glance. ``true`` entries may be empty strings when the truth is unknown
+    A wrong prediction gets ✗, a red title and a thick red frame, a right one ✓ and green, so the
+    errors stand out at a glance, in colour or not. ``true`` entries may be empty strings when the truth is unknown
     (new photos): those tiles show the prediction only, in black.
     """
     if not (len(images) == len(true) == len(pred)):
@@ -55,7 +56,7 @@ def save_prediction_grid(images: Sequence[np.ndarray], true: Sequence[str], pred
         raise ValueError(f"ncols must be at least 1, got {ncols}")
     ncols = min(ncols, len(images))
     nrows = math.ceil(len(images) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.7 * ncols, 1.9 * nrows + (0.4 if title else 0)),
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.8 * ncols, 2.1 * nrows + (0.4 if title else 0)),
                              squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -73,11 +74,12 @@ def _draw_tile(ax: "plt.Axes", image: np.ndarray, true: str, pred: str) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     if true:
-        colour = RIGHT_COLOUR if true == pred else WRONG_COLOUR
-        text = f"T: {true}\nP: {pred}"
+        right = true == pred
+        colour = RIGHT_COLOUR if right else WRONG_COLOUR
+        text = f"{RIGHT_MARK if right else WRONG_MARK} T: {true}\nP: {pred}"  # a symbol, not the colour alone
     else:
         colour, text = "black", f"P: {pred}"
-    ax.set_title(text, fontsize=8, color=colour)
+    ax.set_title(text, fontsize=10, color=colour)
     for spine in ax.spines.values():
         spine.set_edgecolor(colour)
         spine.set_linewidth(3 if colour == WRONG_COLOUR else 1)

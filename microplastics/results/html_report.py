@@ -20,6 +20,7 @@ from microplastics.explain import localisation
 from microplastics.results.comparison import (SCORE_LABELS, SETTING_KEYS, ModelResult, Report, baseline_row,
                                           baseline_settings, fmt, fmt_p, fmt_seconds, interval_remark, is_exact,
                                           missing, per_class_frame)
+from microplastics.results.comparison import class_report_frame, describe_settings, stage_runs, unrecorded_stages
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -40,6 +41,20 @@ figure img{display:block;max-width:100%;height:auto}figcaption{font-weight:600;m
 .banner{font-size:17px;font-weight:700;background:#fde2e1;border-left:6px solid #c92a2a;padding:12px 16px;margin:14px 0}
 .warn{display:block;font-size:11px;color:#c92a2a;font-weight:600}tr.reference td{background:#f3f4f6;font-style:italic}
 .gallery.small figure{width:360px}.gallery.half figure{width:calc(50% - 26px)}.gallery.wide figure{width:100%}
+.gallery.third figure{width:calc(33.3% - 26px)}
+figure a{display:block}.files{font-size:12px;font-weight:400}.files a{margin-left:8px;color:#2b5fad}
+.reports{display:flex;flex-wrap:wrap;gap:14px}.reports>div{flex:0 1 auto}.reports table{font-size:13px}
+.versions{font-size:12px;line-height:1.7}
+pre.commands{background:#fff;border:1px solid #dde3ea;padding:8px 12px;white-space:pre-wrap;word-break:break-all;
+font-size:12px}
+@media print{
+body{background:#fff;font-size:10pt}main{max-width:none;padding:0}nav{display:none}
+.scroll{overflow:visible}table{font-size:7.5pt;page-break-inside:auto;max-width:100%}th,td{padding:1px 3px}
+tr{break-inside:avoid}td.text{overflow-wrap:anywhere}
+.ci{font-size:6.5pt;white-space:normal}figure,.reports>div,.lead,.banner,pre.commands{break-inside:avoid;page-break-inside:avoid}
+figure img{max-height:24cm;width:auto;max-width:100%}h2,h3{break-after:avoid;page-break-after:avoid}
+.gallery.small figure{width:calc(50% - 10px)}.gallery.half figure{width:100%}a{color:inherit;text-decoration:none}
+}
 """
 
 Figure = tuple[str, Path]
@@ -102,8 +117,9 @@ def is_number(value: Any) -> bool:
 
 
 def gallery(figures: Sequence[Figure], page_dir: Path, size: str = "small") -> str:
-    items = [f"<figure><figcaption>{esc(caption)}</figcaption>"
-             f"<img src=\"{href(path, page_dir)}\" alt=\"{esc(caption)}\" loading=\"lazy\"></figure>"
+    """Figures side by side, each a link to its full-size file."""
+    items = [f"<figure><figcaption>{esc(caption)}</figcaption><a href=\"{href(path, page_dir)}\" "
+             f"title=\"full size\"><img src=\"{href(path, page_dir)}\" alt=\"{esc(caption)}\"></a></figure>"
              for caption, path in figures]
     return f"<div class=\"gallery {size}\">{''.join(items)}</div>"
 
@@ -153,6 +169,15 @@ def localisation_section(models: Sequence[ModelResult]) -> str:
              "map's mass inside it; a map spread evenly would score the box's share of the crop.</p>")
     frame = pd.DataFrame.from_dict(rows, orient="index")
     return section("localisation", "Localisation", intro + frame_table(frame, "model"))
+
+
+def overlay_figure(report: Report, page_dir: Path) -> str:
+    """The models' validation curves in one figure (report.py draws it), when there is one."""
+    path = report.results_dir / layout.VALIDATION_CURVES
+    if not path.is_file():
+        return ""
+    return "<h3>Validation curves of every deep model</h3>" + gallery([("validation loss and accuracy", path)],
+                                                                         page_dir, "wide")
 
 
 def figure_section(anchor: str, title: str, intro: str, models: Sequence[ModelResult], page_dir: Path,
@@ -243,15 +268,16 @@ def summarise(value: Any, limit: int = 5) -> str:
 def comparison_section(report: Report) -> str:
     table_frame = report.table
     flags = {s: best_flags(table_frame[s].tolist()) for s in stats.SCORES}
-    header = ["model", "n", *[esc(v) for v in SCORE_LABELS.values()], "epochs run", "best epoch",
-              "training time", "weights", "settings"]
+    header = ["model", "n", *[esc(v) for v in SCORE_LABELS.values()], "epochs run",
+              "<span title=\"the epoch of the lowest validation loss, whose weights were kept\">best epoch</span>",
+              "training time", "weights"]
     rows, css = [], []
     for i, (m, (_, row)) in enumerate(zip(report.models, table_frame.iterrows())):
         cells = [model_cell(report, m), esc(fmt(row["n"]))] + [score_cell(row, s) for s in stats.SCORES]
         cells += [esc(fmt(row["epochs_run"])), esc(fmt(row["best_epoch"])), esc(fmt_seconds(row["train_seconds"])),
-                  esc(fmt(row["weights"])), esc(row["settings"])]
+                  short_weights(row["weights"])]
         rows.append(cells)
-        css.append(["name", ""] + ["best" if flags[s][i] else "" for s in stats.SCORES] + ["", "", "", "text", "text"])
+        css.append(["name", ""] + ["best" if flags[s][i] else "" for s in stats.SCORES] + ["", "", "", "text"])
     intro = (f"<p class=\"muted\">Test split {esc(table_frame['split_fingerprint'].iloc[0])}. Every score is "
              f"recomputed from the model's predictions.csv (and agrees with its metrics.json); under it the 95% "
              f"interval from {report.n_boot} bootstrap resamples of the test crops (seed {report.seed}). "
@@ -260,6 +286,8 @@ def comparison_section(report: Report) -> str:
     baseline = baseline_html_row(report)
     if baseline:   # the reference row goes in last, outside the ranking and the green marks
         body = body.replace("</tbody>", baseline + "</tbody>")
+        body += (f"<p class=\"muted\">{esc(report.cautions.baseline.name)}: "
+                 f"{esc(baseline_settings(report))}.</p>")
     return section("comparison", "Model comparison", intro + body + settings_table(report))
 
 
@@ -279,6 +307,14 @@ def score_cell(row: pd.Series, score: str) -> str:
     return f"{esc(fmt(row[score]))}<span class=\"ci\"{title}>[{low:.3f}, {high:.3f}]{exact}</span>"
 
 
+def short_weights(weights: Any) -> str:
+    """Where the weights came from, in a word ('imagenet'); the whole description (package, file,
+    checksum) stays in the cell's tooltip and in the run-settings table."""
+    text = fmt(weights)
+    short = text.split(":", 1)[0].split(" (", 1)[0]
+    return esc(short) if short == text else f"<span title=\"{esc(text)}\">{esc(short)}</span>"
+
+
 def baseline_html_row(report: Report) -> str:
     """The majority-class reference row of the comparison table, or nothing without predictions."""
     row = baseline_row(report)
@@ -286,16 +322,18 @@ def baseline_html_row(report: Report) -> str:
         return ""
     cells = [f"<td class=\"name\">{esc(report.cautions.baseline.name)}</td>", f"<td>{esc(fmt(row['n']))}</td>"]
     cells += [f"<td>{score_cell(row, s)}</td>" for s in stats.SCORES]
-    cells += ["<td>–</td>"] * 4 + [f"<td class=\"text\">{esc(baseline_settings(report))}</td>"]
+    cells += ["<td>–</td>"] * 4
     return f"<tr class=\"reference\">{''.join(cells)}</tr>"
 
 
 def settings_table(report: Report) -> str:
+    """How each model ran: the one-line description, then each setting in a column of its own."""
     keys = [k for k in SETTING_KEYS if any(k in m.settings for m in report.models)]
-    if not keys:
-        return ""
-    frame = pd.DataFrame([[m.settings.get(k) for k in keys] for m in report.models], dtype=object,
-                         index=[m.name for m in report.models], columns=[k.replace("_", " ") for k in keys])
+    # the weights as metrics.json describes them in full (package, file, checksum), else as configured
+    rows = [[describe_settings(m), *[m.metrics.get(k, m.settings.get(k)) if k == "weights" else m.settings.get(k)
+                                     for k in keys]] for m in report.models]
+    frame = pd.DataFrame(rows, dtype=object, index=[m.name for m in report.models],
+                         columns=["settings", *[k.replace("_", " ") for k in keys]])
     return ("<h3>Run settings</h3><p class=\"muted\">As each run resolved them (config.json, metrics.json); "
             "epochs is the most a run may take (early stopping may end it sooner).</p>"
             + frame_table(frame, "model"))
@@ -362,6 +400,59 @@ def per_class_section(report: Report, page_dir: Path, notes: list[str]) -> str:
     if (report.results_dir / "iou.png").is_file():
         body += gallery([("IoU per class", report.results_dir / "iou.png")], page_dir, "wide")
     return section("per-class", "Per class", body)
+
+
+MODEL_FILES = (layout.REPORT_NAME, layout.METRICS_NAME, layout.PREDICTIONS_NAME)
+
+
+def class_reports_section(report: Report, page_dir: Path) -> str:
+    """Each model's classification report (precision, recall, F1, support per class), with links to
+    the files it comes from."""
+    blocks = []
+    for m in report.models:
+        frame = class_report_frame(m)
+        if frame is None:
+            continue
+        links = "".join(f"<a href=\"{href(m.folder / name, page_dir)}\">{esc(name)}</a>" for name in MODEL_FILES
+                        if (m.folder / name).is_file())
+        blocks.append(f"<div><h3>{esc(m.name)}<span class=\"files\">{links}</span></h3>"
+                      f"{frame_table(frame, 'class')}</div>")
+    if not blocks:
+        return ""
+    intro = ("<p class=\"muted\">As scikit-learn's classification_report, from each model's predictions.csv: "
+             "precision, recall, F1 and test crops (support) per class; macro avg is the unweighted mean over the "
+             "classes with test or predicted crops, weighted avg the mean weighted by support.</p>")
+    return section("class-reports", "Per model", intro + f"<div class=\"reports\">{''.join(blocks)}</div>")
+
+
+def reproduce_section(report: Report) -> str:
+    """How to run it all again: the commit, the date, the package versions and every stage's command."""
+    runs = stage_runs(report)
+    own = report.run or {}
+    commit = own.get("commit") or "not a git checkout"
+    body = (f"<p>Code commit <code>{esc(commit)}</code>; report written {esc(own.get('date', '–'))} with Python "
+            f"{esc(own.get('python', '–'))}.</p>")
+    lines = []
+    for run in runs:
+        record = run.record
+        differs = [f"commit {record.get('commit')}"] if record.get("commit") != own.get("commit") else []
+        versions = record.get("versions") or {}
+        differs += [f"{k} {v}" for k, v in versions.items() if (own.get("versions") or {}).get(k) not in (None, v)]
+        lines.append(f"# {run.stage} ({record.get('date', 'date unknown')}"
+                     f"{'; ran with ' + ', '.join(differs) if differs else ''})\n{run.command}")
+    body += f"<pre class=\"commands\">{esc(chr(10).join(lines))}</pre>"
+    unrecorded = unrecorded_stages(report)
+    if unrecorded:
+        body += (f"<p class=\"muted\">No command recorded for {esc(', '.join(unrecorded))} (trained by a version "
+                 "that did not keep one in config.json).</p>")
+    versions = own.get("versions") or {}
+    if versions:
+        body += ("<h3>Package versions</h3><p class=\"versions\">"
+                 + " · ".join(f"<b>{esc(k)}</b>&nbsp;{esc(v)}" for k, v in versions.items()) + "</p>")
+    intro = ("<p class=\"muted\">Each stage stored its command line, the commit and the package versions it ran "
+             "with (config.json of each model folder, summary.json of the data); a stage that ran with other "
+             "versions or another commit than this report says so.</p>")
+    return section("reproduce", "How to reproduce", intro + body)
 
 
 def read_iou_table(path: Path, classes: Sequence[str]) -> pd.DataFrame | None:
@@ -490,22 +581,26 @@ def render(report: Report, page: Path) -> str:
     figures = [
         figure_section("confusion", "Confusion matrices", "Counts on the test split; colour is the share of each "
                        "true class (recall), so small classes stay visible.", report.models, page_dir,
-                       existing("confusion_matrix.png"), missing),
-        figure_section("curves", "Training curves", "Loss and accuracy per epoch on train and validation.",
-                       [m for m in report.models if m.is_deep], page_dir, existing("curves.png"), missing),
+                       existing("confusion_matrix.png"), missing, "third"),
+        figure_section("curves", "Training curves", "Loss and accuracy per epoch on train and validation; the "
+                       "dashed line marks the chosen epoch, the one of the lowest validation loss, whose weights "
+                       "were kept.", [m for m in report.models if m.is_deep], page_dir, existing("curves.png"),
+                       missing, "half") + overlay_figure(report, page_dir),
     ]
     later = [
-        figure_section("grids", "Prediction grids", "Test crops with true and predicted class (prediction.py; "
-                       "ml-baselines.py's test_grid.png where prediction.py has not run).", report.models,
-                       page_dir, existing("predictions_grid.png", "test_grid.png"), missing, "half"),
+        figure_section("grids", "Prediction grids", "Test crops with true (T) and predicted (P) class, ✓ right "
+                       "and ✗ wrong (prediction.py; ml-baselines.py's test_grid.png where prediction.py has not "
+                       "run).", report.models,
+                       page_dir, existing("predictions_grid.png", "test_grid.png"), missing, "wide"),
         figure_section("gradcam", "Grad-CAM", "Where each deep model looked (token maps for the ViT).",
                        [m for m in report.models if m.is_deep], page_dir,
-                       gradcam_figure, missing),
+                       gradcam_figure, missing, "wide"),
         localisation_section(report.models),
     ]
     sections = [data_section(report), comparison_section(report), significance_section(report), *figures,
-                per_class_section(report, page_dir, page_notes), *later, robustness_section(report, page_dir),
-                external_section(report, page_dir, page_notes)]
+                per_class_section(report, page_dir, page_notes), class_reports_section(report, page_dir),
+                *later, robustness_section(report, page_dir), external_section(report, page_dir, page_notes),
+                reproduce_section(report)]
     notes = notes_html(report.notes + page_notes + [f"missing figures: {m}" for m in missing])
     body = "".join(sections)
     nav = "".join(f"<a href=\"#{a}\">{t}</a>" for a, t in NAV if f"id=\"{a}\"" in body)
@@ -525,9 +620,11 @@ def banner_html(report: Report) -> str:
 
 
 NAV = [("data", "Data"), ("comparison", "Comparison"), ("significance", "Significance"),
-       ("confusion", "Confusion"), ("curves", "Curves"), ("per-class", "Per class"), ("grids", "Predictions"),
+       ("confusion", "Confusion"), ("curves", "Curves"), ("per-class", "Per class"), ("class-reports", "Per model"),
+       ("grids", "Predictions"),
        ("gradcam", "Grad-CAM"), ("localisation", "Localisation"), ("robustness", "Robustness"),
-       ("external", "Other photo sets")]
+       ("external", "Other photo sets"),
+       ("reproduce", "Reproduce")]
 
 
 def write_html(report: Report, path: Path) -> Path:

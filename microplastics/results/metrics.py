@@ -16,7 +16,7 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 
 from microplastics.core import fileio
 from microplastics.core.layout import CONFUSION_NAME, METRICS_NAME, PREDICTIONS_NAME, REPORT_NAME
-from microplastics.core.cli import UserError
+from microplastics.core.errors import InputError
 from microplastics.results.stats import SCORES
 
 
@@ -109,24 +109,24 @@ def write_evaluation(out_dir: str | Path, *, model: str, classes: Sequence[str],
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
-    """Load a predictions.csv written by ``write_evaluation``; one UserError line when it is not one."""
+    """Load a predictions.csv written by ``write_evaluation``; one InputError line when it is not one."""
     path = Path(path)
     try:
         # only an empty field is missing: a class may well be called "None" or "NA"
         frame = pd.read_csv(path, dtype={"path": str, "true": str, "pred": str}, keep_default_na=False,
                             na_values=[""])
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise UserError(f"{path} is not a readable predictions.csv ({type(err).__name__}); "
+        raise InputError(f"{path} is not a readable predictions.csv ({type(err).__name__}); "
                         "rerun the model's stage") from None
     missing = {"path", "true", "pred"} - set(frame.columns)
     if missing:
-        raise UserError(f"{path} lacks column(s) {', '.join(sorted(missing))}; rerun the model's stage")
+        raise InputError(f"{path} lacks column(s) {', '.join(sorted(missing))}; rerun the model's stage")
     blank = frame[["path", "true", "pred"]].isna().any(axis=1).to_numpy()
     if blank.any():
-        raise UserError(f"{path}: line {int(blank.argmax()) + 2} has an empty path, true or pred; "
+        raise InputError(f"{path}: line {int(blank.argmax()) + 2} has an empty path, true or pred; "
                         "rerun the model's stage")
     if frame["path"].duplicated().any():
-        raise UserError(f"{path} lists crop {frame['path'][frame['path'].duplicated()].iloc[0]} twice; "
+        raise InputError(f"{path} lists crop {frame['path'][frame['path'].duplicated()].iloc[0]} twice; "
                         "rerun the model's stage")
     return frame
 
@@ -141,18 +141,18 @@ def load_metrics(model_dir: str | Path) -> dict[str, Any]:
     try:
         stored = fileio.read_json(path)
     except FileNotFoundError:
-        raise UserError(f"{path} not found; the model's stage writes it after testing") from None
+        raise InputError(f"{path} not found; the model's stage writes it after testing") from None
     except (ValueError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is not valid JSON ({type(err).__name__}); rerun that model's stage") from None
+        raise InputError(f"{path} is not valid JSON ({type(err).__name__}); rerun that model's stage") from None
     if not isinstance(stored, dict):
-        raise UserError(f"{path} holds a JSON {type(stored).__name__}, not an object; rerun that model's stage")
+        raise InputError(f"{path} holds a JSON {type(stored).__name__}, not an object; rerun that model's stage")
     for key in SCORE_KEYS:
         value = stored.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise UserError(f"{path}: {key} is {value!r}, not a number; rerun that model's stage")
+            raise InputError(f"{path}: {key} is {value!r}, not a number; rerun that model's stage")
     for key, kind in (("classes", list), ("per_class", dict), ("split_fingerprint", str)):
         if stored.get(key) is not None and not isinstance(stored[key], kind):
-            raise UserError(f"{path}: {key} is a {type(stored[key]).__name__}, not a {kind.__name__}; "
+            raise InputError(f"{path}: {key} is a {type(stored[key]).__name__}, not a {kind.__name__}; "
                             "rerun that model's stage")
     return stored
 
@@ -165,7 +165,7 @@ def check_agreement(name: str, recomputed: dict[str, Any], stored: dict[str, Any
             continue
         a, b = float(recomputed[key]), float(stored[key])
         if not (math.isnan(a) and math.isnan(b)) and abs(a - b) > AGREEMENT_TOLERANCE:
-            raise UserError(f"{name}: metrics.json says {key} = {b:.6f} but its predictions.csv gives {a:.6f}; "
+            raise InputError(f"{name}: metrics.json says {key} = {b:.6f} but its predictions.csv gives {a:.6f}; "
                             f"the folder mixes two runs or a file was cut short, rerun that model")
 
 
@@ -181,7 +181,7 @@ def refuse_mixed_splits(keys: dict[str, str], purpose: str) -> None:
         groups.setdefault(key, []).append(name)
     if len(groups) > 1:
         listed = "; ".join(f"{', '.join(names)} (split {key})" for key, names in groups.items())
-        raise UserError(f"models were scored on different test splits and cannot {purpose}: {listed}. "
+        raise InputError(f"models were scored on different test splits and cannot {purpose}: {listed}. "
                         "Rerun them on one processed data folder, or pick one group with --models")
 
 

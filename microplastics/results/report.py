@@ -10,19 +10,24 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from microplastics.core import layout
+from microplastics.core import layout, provenance
 from microplastics.core.cli import ArgumentParser, UserError
 from microplastics.data import dataset
-from microplastics.results import html_report
-from microplastics.results.comparison import build_report, write_summary
+from microplastics.results import figures, html_report
+from microplastics.results.comparison import Report, build_report, write_summary
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(
         prog="report.py",
         description="Compare every model in the results folder: writes summary.csv and summary.md (the study's "
-                    "table with 95% bootstrap intervals and pairwise McNemar tests) and report.html (data "
-                    "summary, table, confusion matrices, curves, IoU, prediction grids, Grad-CAM).")
+                    "table with 95% bootstrap intervals and pairwise McNemar tests), summary.txt (the ranking, "
+                    "for a terminal), validation_curves.png and report.html (data summary, table, confusion "
+                    "matrices, curves, IoU, per-model classification reports, prediction grids, Grad-CAM, how to "
+                    "reproduce).",
+        examples=["python report.py   # results/ and processed_MICRO/",
+                  "python report.py --results demo/results --data demo/processed_MICRO",
+                  "python report.py --models rf vgg16 --n-boot 5000"])
     parser.add_argument("--results", type=Path, default=Path(layout.RESULTS_DIR),
                         help="folder holding one <model>/ folder per model (default: %(default)s)")
     parser.add_argument("--data", type=Path, default=Path(layout.DATA_DIR),
@@ -40,13 +45,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def write_validation_curves(report: Report) -> Path | None:
+    """results/validation_curves.png: the deep models' validation curves in one figure (an older one
+    is removed when fewer than two deep models are left to compare)."""
+    histories = {m.name: h for m in report.models if m.is_deep and (h := figures.read_history(m.folder)) is not None}
+    best = {m.name: m.metrics.get("best_epoch") for m in report.models}
+    path = report.results_dir / layout.VALIDATION_CURVES
+    if figures.save_validation_curves(histories, best, path) is None:
+        path.unlink(missing_ok=True)
+        return None
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    report = build_report(args.results, args.data, args.n_boot, args.seed, args.models)
+    report = build_report(args.results, args.data, args.n_boot, args.seed, args.models,
+                          provenance.run_record("report.py", argv))
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     written = write_summary(report)
+    written.append(write_validation_curves(report))
     written.append(html_report.write_html(report, args.results / "report.html"))
     for path in written:
-        print(path)
+        if path is not None:
+            print(path)
     return 0
