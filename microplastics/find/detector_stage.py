@@ -33,7 +33,11 @@ THRESHOLDS = np.round(np.arange(0.1, 0.81, 0.05), 2)
 
 def get_args_parser() -> argparse.ArgumentParser:
     d = DetectorConfig()
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=["python find-detector.py --photos MICRO --data processed_MICRO",
+                  "python find-detector.py --photos MICRO --data processed_MICRO --epochs 2 --max-photos 20 "
+                  "--out /tmp/detector.pt"])
     a = parser.add_argument
     a("--photos", required=True, help="annotated photos: a MICRO folder (raw_img/ + annotation/) or a YOLO export")
     a("--data", required=True, help="processed folder (data-preprocessing.py) whose manifest.csv says which "
