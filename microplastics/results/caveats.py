@@ -73,18 +73,6 @@ def majority_predictions(test: pd.DataFrame, label: str) -> pd.DataFrame:
     return pd.DataFrame({"path": test["path"].to_numpy(), "true": test["true"].to_numpy(), "pred": label})
 
 
-def train_counts(data_summary: dict[str, Any]) -> dict[str, int] | None:
-    """Crops per class in the training split, from summary.json's counts (nested either way)."""
-    counts = data_summary.get("counts")
-    if not isinstance(counts, dict):
-        return None
-    if isinstance(counts.get("train"), dict):                       # {split: {class: n}}
-        return {c: n for c, n in counts["train"].items() if c != "total" and isinstance(n, int)}
-    found = {c: v["train"] for c, v in counts.items()                # {class: {split: n}}
-             if c != "total" and isinstance(v, dict) and isinstance(v.get("train"), int)}
-    return found or None
-
-
 def small_classes(test_true: pd.Series, classes: list[str], minimum: int = MIN_TEST_CROPS) -> dict[str, int]:
     """Classes with fewer than ``minimum`` test crops, and how many they have."""
     counts = test_true.value_counts()

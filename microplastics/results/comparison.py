@@ -485,7 +485,9 @@ def majority_baseline(models: Sequence[ModelResult], classes: list[str], data_su
     test = true_labels(models)
     if test is None:
         return None
-    counts = caveats.train_counts(data_summary) if same_data else None
+    table = counts_from_summary(data_summary) if same_data else None
+    counts = ({str(c): int(n) for c, n in table["train"].items()}
+              if table is not None and "train" in table.columns else None)
     if counts and not set(counts) <= set(classes):
         counts = None
     label, split = caveats.majority_label(test["true"], counts)
