@@ -21,7 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microplastics import baselines, metrics, stats  # noqa: E402
+from microplastics.classical import baselines  # noqa: E402
+from microplastics.results import metrics, stats  # noqa: E402
 from microplastics.core.cli import default_workers  # noqa: E402
 from microplastics.classical.features import FEATURE_KINDS  # noqa: E402
 

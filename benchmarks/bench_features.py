@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microplastics import dataset  # noqa: E402
+from microplastics.data import dataset  # noqa: E402
 from microplastics.core.cli import default_workers  # noqa: E402
 from microplastics.classical.features import FEATURE_KINDS, FeatureSettings, extract_from_files  # noqa: E402
 

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_robustness import MP100, PY, sh  # noqa: E402  (this folder is sys.path[0])
-from microplastics import fileio, localisation  # noqa: E402
+from microplastics.core import fileio  # noqa: E402
+from microplastics.explain import localisation  # noqa: E402
 from microplastics.data.dataset import recorded_input  # noqa: E402
 from microplastics.core.layout import model_file  # noqa: E402
 

@@ -8,7 +8,7 @@ For each architecture of --archs, in one process:
    alternating, so load from other processes on the machine falls on both alike; the median of
    each. Judged: fp32 median / bf16 median (target >= 1.8). Also shown: the fp32 pass in the
    layout used before CNNs ran channels_last.
-2. Agreement. The whole head-mode training run (``train.main``, each with a fresh embedding
+2. Agreement. The whole head-mode training run (``stage.main``, each with a fresh embedding
    cache, so each runs its own embedding pass over every crop), once with --precision fp32 and
    once with bf16: the share of identical predicted test labels (target >= 0.99), and whether the
    bf16 run's test macro-F1 lies inside the fp32 run's 95 % bootstrap interval. On a busy 2-core
@@ -45,7 +45,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from microplastics import fileio, precision, train  # noqa: E402
+from microplastics.core import fileio  # noqa: E402
+from microplastics.deep import precision, stage  # noqa: E402
 from microplastics.core.cli import UserError  # noqa: E402
 from microplastics.data.dataset import (MANIFEST_NAME, SUMMARY_NAME, class_names, load_manifest,  # noqa: E402
                                    manifest_digest, split_frame)
@@ -139,7 +140,7 @@ def measure_speed(arch: str, args: argparse.Namespace, classes: list[str], test)
 
 def training_run(arch: str, prec: str, weights: str, args: argparse.Namespace, work: Path) -> Path:
     results = work / f"{arch}-{prec}"
-    train.main(["--data", str(args.data), "--results", str(results), "--arch", arch, "--weights", weights,
+    stage.main(["--data", str(args.data), "--results", str(results), "--arch", arch, "--weights", weights,
                 "--image-size", str(args.image_size), "--precision", prec, "--aug-views", "0",
                 "--epochs", str(args.epochs), "--patience", str(args.patience), "--workers", str(args.workers),
                 "--cache-dir", str(results / ".embeddings"), "--embed-batch-size", str(args.batch_size),
