@@ -265,3 +265,15 @@ def test_reference_objects_calibrate_their_photos_and_the_others_get_the_median(
     no_refs = particles.assign(**{"class": "fiber"})
     with pytest.raises(UserError, match="no particle was classified as 'reference'"):
         calibrate(no_refs, photos, None, args)
+
+
+def test_end_to_end_macro_f1_skips_classes_nobody_annotated():
+    box = (0, 0, 10, 10)
+    other = (20, 20, 30, 30)
+    photos = {"a": detection.PhotoBoxes(found=[box, other], found_class=["fiber", "noise"],
+                                        truth=[box, other], truth_class=["fiber", "film"])}
+    entry = detection.score_finder(photos, thresholds=[0.5], classes=["fiber", "film", "noise"])["iou"]["0.5"]
+    per_class = entry["end_to_end"]["per_class"]
+    assert per_class["fiber"]["f1"] == 1.0 and per_class["film"]["f1"] == 0.0
+    assert per_class["noise"]["n_truth"] == 0
+    assert entry["end_to_end"]["macro_f1"] == 0.5      # fiber and film; noise has no annotated particle

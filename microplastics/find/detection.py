@@ -65,7 +65,8 @@ def score_finder(photos: Mapping[str, PhotoBoxes], thresholds: Sequence[float] =
     """Precision/recall/F1 per IoU threshold, recall per annotated class, the per-photo count
     error, and end to end (found and rightly classified) per-class and macro F1 at each threshold.
 
-    ``classes``: the classes the end-to-end score runs over (default: the annotated ones).
+    ``classes``: the classes the end-to-end score runs over (default: the annotated ones); the
+    macro F1 averages those with at least one annotated particle.
     """
     truth_classes = sorted({c for p in photos.values() for c in p.truth_class})
     classes = list(classes) if classes is not None else truth_classes
@@ -85,8 +86,10 @@ def score_finder(photos: Mapping[str, PhotoBoxes], thresholds: Sequence[float] =
         entry = _prf(tp, out["n_found"], out["n_truth"])
         entry["recall_per_class"] = {c: hit_by_class[c] / max(1, _count(photos, c, "truth")) for c in truth_classes}
         per_class = {c: _prf(right[c], _count(photos, c, "found"), _count(photos, c, "truth")) for c in classes}
-        entry["end_to_end"] = {"per_class": per_class,
-                               "macro_f1": float(np.mean([v["f1"] for v in per_class.values()])) if classes else 0.0}
+        # the macro mean runs over the classes the photos hold: a class nobody annotated has no
+        # recall to lose, and its wrong finds already cost the true classes their recall
+        held = [v["f1"] for v in per_class.values() if v["n_truth"] > 0]
+        entry["end_to_end"] = {"per_class": per_class, "macro_f1": float(np.mean(held)) if held else 0.0}
         out["iou"][f"{t:g}"] = entry
     out["count_error"] = count_errors(photos)
     return out
