@@ -59,6 +59,7 @@ REVERSE = "mp100"  # the synthetic model's domain: mp100's test photos as they a
 CHECK = "mp100_test"  # the mp100 model on its own test photos, through the domains' path
 
 LITE0 = ["--image-size", "64", "--workers", "1", "--device", "cpu", "--augment", "robust", "--input-norm", "crop"]
+LITE0_FULL = (*LITE0, "--finetune", "full", "--epochs", "3", "--patience", "3")
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,7 @@ ROWS = [
     Row("RF + TTA", "test-time augmentation", "ml-baselines.py", ("--models", "rf", "svm"), "rf",
         score_args=("--tta",)),
     Row("Lite0 head, defaults (64 px)", "none", "efficientnet.py", (*LITE0, "--aug-views", "1"), "efficientnet_lite0"),
-    Row("Lite0 full fine-tuning (64 px, 1 epoch)", "fine-tuning", "efficientnet.py",
-        (*LITE0, "--finetune", "full", "--epochs", "1", "--patience", "1"), "efficientnet_lite0"),
+    Row("Lite0 full fine-tuning (64 px, 3 epochs)", "fine-tuning", "efficientnet.py", LITE0_FULL, "efficientnet_lite0"),
     Row("RF, shape cues off", "none", "ml-baselines.py", ("--models", "rf", "--shape-cues", "off"), "rf"),
     Row("RF + shape cues (the default)", "shape cues", "ml-baselines.py", ("--models", "rf", "--shape-cues", "on"),
         "rf"),
@@ -99,6 +99,14 @@ ROWS = [
     Row("RF, combined: shape cues + scale 2x + mixed synthetic 0.3", "combination", "ml-baselines.py",
         ("--models", "rf", "--shape-cues", "on", "--scale-augment", "2", "--mix-synthetic", "0.3"), "rf",
         prep_args=MIX),
+    Row("SVM + shape cues (the default features)", "shape cues", "ml-baselines.py",
+        ("--models", "svm", "--shape-cues", "on"), "svm"),
+    Row("SVM + shape cues + TTA", "test-time augmentation", "ml-baselines.py",
+        ("--models", "svm", "--shape-cues", "on"), "svm", score_args=("--tta",)),
+    Row("Lite0 full fine-tuning + TTA", "test-time augmentation", "efficientnet.py", LITE0_FULL,
+        "efficientnet_lite0", score_args=("--tta",)),
+    Row("Lite0 full fine-tuning + mixed synthetic 0.3", "domain randomisation", "efficientnet.py",
+        (*LITE0_FULL, "--mix-synthetic", "0.3"), "efficientnet_lite0", prep_args=MIX),
 ]
 
 

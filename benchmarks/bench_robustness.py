@@ -43,6 +43,7 @@ DEEP = ["--arch", "resnet18", "--weights", "none", "--finetune", "full", "--imag
 # Lite0 at 64 px (the mp100 crops are about 30 x 40 px): what 2 shared CPU cores can afford
 LITE0 = ["--image-size", "64", "--workers", "1", "--device", "cpu"]
 LITE0_ROBUST = [*LITE0, "--augment", "robust", "--input-norm", "crop"]
+LITE0_STRONG = [*LITE0, "--augment", "strong", "--input-norm", "crop"]
 VARIANTS = [
     ("study 13 features, RF", "classical", "ml-baselines.py",
      ["--models", "rf", "--features", "original", "--augment", "none"], "rf"),
@@ -68,6 +69,10 @@ VARIANTS = [
      [*LITE0_ROBUST, "--finetune", "full", "--epochs", "3", "--patience", "3"], "efficientnet_lite0"),
     ("lite0 ImageNet head, study (frozen)", "lite0", "efficientnet.py",
      [*LITE0, "--aug-views", "0", "--augment", "study", "--input-norm", "imagenet"], "efficientnet_lite0"),
+    ("lite0 ImageNet full, strong + crop norm", "lite0", "efficientnet.py",
+     [*LITE0_STRONG, "--finetune", "full", "--epochs", "3", "--patience", "3"], "efficientnet_lite0"),
+    ("lite0 ImageNet head, strong + crop norm, 4 views", "lite0", "efficientnet.py",
+     [*LITE0_STRONG, "--aug-views", "4"], "efficientnet_lite0"),
 ]
 TARGETS = {"classical": 0.85, "deep": 0.90, "lite0": 0.95}
 CLEAN_TARGETS = {"classical": 0.98, "deep": 0.98, "lite0": 0.99}

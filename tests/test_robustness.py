@@ -250,13 +250,21 @@ def test_robust_augmentation_is_reproducible_and_apart_from_the_suite():
     assert a.shape == image.shape and np.array_equal(a, b) and not np.array_equal(a, c)
     assert not np.array_equal(a, image)
     suite = corruptions.CORRUPTIONS
-    # Training stops short of every corruption's moderate severity: those conditions stay unseen.
-    assert augment.JPEG_QUALITY[0] > suite["jpeg_compression"].levels[1]
-    assert augment.DOWNSCALE[0] > 1 / suite["low_resolution"].levels[1]
-    assert augment.BLUR_SIGMA[1] < suite["defocus_blur"].levels[1]
-    assert augment.NOISE_STD[1] * 255 < suite["sensor_noise"].levels[1]
-    assert augment.BRIGHTNESS[0] > suite["darker"].levels[1] and augment.BRIGHTNESS[1] < suite["brighter"].levels[1]
-    assert augment.CONTRAST[0] > suite["contrast_loss"].levels[1]
+    # "robust" stops short of every corruption's moderate severity: those conditions stay unseen.
+    r = augment.ROBUST
+    assert r.jpeg_quality[0] > suite["jpeg_compression"].levels[1]
+    assert r.downscale[0] > 1 / suite["low_resolution"].levels[1]
+    assert r.blur_sigma[1] < suite["defocus_blur"].levels[1]
+    assert r.noise_std[1] * 255 < suite["sensor_noise"].levels[1]
+    assert r.brightness[0] > suite["darker"].levels[1] and r.brightness[1] < suite["brighter"].levels[1]
+    assert r.contrast[0] > suite["contrast_loss"].levels[1]
+    # "strong" reaches the strong severities of the light, noise, JPEG and resolution corruptions
+    s = augment.STRONG
+    assert s.jpeg_quality[0] <= suite["jpeg_compression"].levels[2]
+    assert s.downscale[0] <= 1 / suite["low_resolution"].levels[2]
+    assert s.noise_std[1] * 255 >= suite["sensor_noise"].levels[2]
+    assert s.brightness[0] <= suite["darker"].levels[2] and s.brightness[1] >= suite["brighter"].levels[2]
+    assert s.contrast[0] <= suite["contrast_loss"].levels[2]
 
 
 def test_deep_robust_preset_adds_to_the_study_preset():

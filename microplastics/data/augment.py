@@ -14,6 +14,8 @@ therefore still scored on conditions it has not seen.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import albumentations as A
 import cv2
 import numpy as np
@@ -22,25 +24,42 @@ from microplastics.core.seeds import item_seed
 
 AUGMENT_CHOICES = ("none", "robust")
 
-BLUR_SIGMA = (0.3, 1.2)
-NOISE_STD = (0.01, 0.035)          # fraction of 255, the same for dark and bright pixels
-BRIGHTNESS = (0.7, 1.3)
-CONTRAST = (0.7, 1.3)
-SATURATION = (0.75, 1.25)
-HUE = (-0.03, 0.03)
-JPEG_QUALITY = (40, 95)
-DOWNSCALE = (0.5, 0.9)
+
+@dataclass(frozen=True)
+class Ranges:
+    """The ranges of one strength of the photometric augmentation."""
+
+    blur_sigma: tuple[float, float]
+    noise_std: tuple[float, float]      # fraction of 255, the same for dark and bright pixels
+    brightness: tuple[float, float]
+    contrast: tuple[float, float]
+    saturation: tuple[float, float]
+    hue: tuple[float, float]
+    jpeg_quality: tuple[int, int]
+    downscale: tuple[float, float]
 
 
-def robust_steps(p: float = 0.5) -> list[A.BasicTransform]:
-    """The robust augmentation's steps, each applied with probability ``p``."""
+# "robust" stops short of the suite's moderate and strong severities (module docstring)
+ROBUST = Ranges(blur_sigma=(0.3, 1.2), noise_std=(0.01, 0.035), brightness=(0.7, 1.3), contrast=(0.7, 1.3),
+                saturation=(0.75, 1.25), hue=(-0.03, 0.03), jpeg_quality=(40, 95), downscale=(0.5, 0.9))
+# "strong" reaches as far as the suite's strong severities (light gain 0.25-2 with saturation,
+# noise up to about 30 grey levels, JPEG quality down to 5, a quarter of the resolution), in the
+# same other forms, so the suite no longer holds a condition stronger than training saw
+STRONG = Ranges(blur_sigma=(0.3, 2.5), noise_std=(0.01, 0.12), brightness=(0.25, 2.0), contrast=(0.25, 1.3),
+                saturation=(0.6, 1.4), hue=(-0.05, 0.05), jpeg_quality=(5, 95), downscale=(0.25, 0.9))
+STRENGTHS = {"robust": ROBUST, "strong": STRONG}
+
+
+def robust_steps(p: float = 0.5, strength: str = "robust") -> list[A.BasicTransform]:
+    """The photometric augmentation's steps at ``strength`` (robust or strong), each applied with probability ``p``."""
+    r = STRENGTHS[strength]
     return [
-        A.ColorJitter(brightness=BRIGHTNESS, contrast=CONTRAST, saturation=SATURATION, hue=HUE, p=p),
-        A.GaussianBlur(blur_limit=0, sigma_limit=BLUR_SIGMA, p=p),
-        A.Downscale(scale_range=DOWNSCALE,
+        A.ColorJitter(brightness=r.brightness, contrast=r.contrast, saturation=r.saturation, hue=r.hue, p=p),
+        A.GaussianBlur(blur_limit=0, sigma_limit=r.blur_sigma, p=p),
+        A.Downscale(scale_range=r.downscale,
                     interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR}, p=p),
-        A.GaussNoise(std_range=NOISE_STD, per_channel=True, p=p),
-        A.ImageCompression(quality_range=JPEG_QUALITY, p=p),
+        A.GaussNoise(std_range=r.noise_std, per_channel=True, p=p),
+        A.ImageCompression(quality_range=r.jpeg_quality, p=p),
     ]
 
 

@@ -118,7 +118,8 @@ def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
     a("--image-size", type=int, default=None, help="square input size (default: the architecture's, 224)")
     a("--augment", choices=TRAIN_AUGMENTS, default=p.augment,
       help="training augmentation: the study's preset, or robust: the study's plus colour jitter, blur, "
-           "down-scaling, noise and JPEG (docs/robustness.md)")
+           "down-scaling, noise and JPEG short of the robustness suite's moderate severities; strong: the same "
+           "as far as its strong ones (docs/robustness.md)")
     a("--input-norm", choices=INPUT_NORMS, default=p.input_norm,
       help="input normalisation: imagenet (fixed ImageNet mean/std, the study's) or crop (each crop against "
            "its own background and spread: light level, white balance and contrast cancel; docs/robustness.md)")

@@ -24,7 +24,7 @@ from microplastics.data.augment import robust_steps
 from microplastics.core.images import border_pixels
 from microplastics.deep.models import IMAGENET_MEAN, IMAGENET_STD
 
-TRAIN_AUGMENTS = ("study", "robust")  # --augment of the deep scripts; "study" is the original preset
+TRAIN_AUGMENTS = ("study", "robust", "strong")  # --augment of the deep scripts; "study" is the original preset
 INPUT_NORMS = ("imagenet", "crop")    # --input-norm of the deep scripts; "imagenet" is the study's
 
 CROP_NORM_FLOOR = 0.02  # a crop whose relative spread is below 2 % is flat: do not blow its noise up
@@ -92,7 +92,8 @@ class TrainPreset:
 
     ``augment="robust"`` adds, after the study's steps and before the normalisation, the robust
     augmentation of ``microplastics.data.augment`` (colour jitter, Gaussian blur, down-scaling,
-    noise, JPEG), so the model also sees other imaging conditions.
+    noise, JPEG), so the model also sees other imaging conditions; ``augment="strong"`` the same
+    steps with ranges as wide as the evaluation suite's strong severities.
     """
 
     def __init__(self, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
@@ -114,7 +115,7 @@ class TrainPreset:
             A.Rotate(limit=25, border_mode=cv2.BORDER_REFLECT_101, p=0.5),
             A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
             A.GaussNoise(std_range=(0.01, 0.04), p=0.3),
-            *(robust_steps() if augment == "robust" else []),
+            *(robust_steps(strength=augment) if augment in ("robust", "strong") else []),
             *_to_tensor(self.mean, self.std, self.input_norm),
         ])
 
