@@ -8,8 +8,9 @@ and measures localisation (localisation.json: the pointing game, the mass inside
 with grad-cam.py's default 8-view smoothing (--aug-smooth on: each map the mean over the crop's
 flips and quarter turns) and once without.
 
-Judged: the pretrained model's pointing-game hit rate with grad-cam.py's defaults (target >= 0.9); the random-weight twin
-is the comparison row, and the box's share of the crop is the level a map spread evenly would reach.
+Judged: the pretrained model's pointing-game hit rate with grad-cam.py's defaults (target >= 0.9);
+the random-weight twin is the comparison row, and the box's share of the crop is the level a map
+spread evenly would reach.
 
     .venv/bin/python benchmarks/bench_localisation.py
     .venv/bin/python benchmarks/bench_localisation.py --per-class 1000     # every test crop

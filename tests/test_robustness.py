@@ -392,3 +392,22 @@ def test_presets_share_the_input_normalisation():
     assert names[-2:] == ["BackgroundRelative", "ToTensorV2"]
     with pytest.raises(ValueError, match="unknown input normalisation"):
         EvalPreset(32, input_norm="per-photo")
+
+
+def test_strong_augmentation_corrupts_the_crop_before_it_is_enlarged():
+    import albumentations as A
+    import torch
+
+    from microplastics.deep.transforms import TrainPreset
+
+    strong = TrainPreset(64, augment="strong")
+    assert A.ImageCompression in {type(t) for t in strong.native.transforms}     # at the crop's own resolution,
+    assert A.ImageCompression not in {type(t) for t in strong.transform.transforms}  # as a camera compresses
+    robust = TrainPreset(64, augment="robust")
+    steps = [type(t) for t in robust.transform.transforms]
+    assert robust.native is None and steps.index(A.ImageCompression) > steps.index(A.RandomResizedCrop)
+    # every crop size works, down to a few pixels, and a seed repeats
+    for shape in [(3, 2, 3), (15, 40, 3), (40, 30, 3)]:
+        crop = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+        a, b = strong(crop, seed=7), strong(crop, seed=7)
+        assert a.shape == (3, 64, 64) and torch.equal(a, b)

@@ -24,6 +24,7 @@ from microplastics.data.augment import robust_steps
 from microplastics.core.images import border_pixels
 from microplastics.deep.models import IMAGENET_MEAN, IMAGENET_STD
 
+MIN_DOWNSCALE_SIDE = 16  # px: smaller crops are not down-scaled by the strong augmentation
 TRAIN_AUGMENTS = ("study", "robust", "strong")  # --augment of the deep scripts; "study" is the original preset
 INPUT_NORMS = ("imagenet", "crop")    # --input-norm of the deep scripts; "imagenet" is the study's
 
@@ -93,7 +94,8 @@ class TrainPreset:
     ``augment="robust"`` adds, after the study's steps and before the normalisation, the robust
     augmentation of ``microplastics.data.augment`` (colour jitter, Gaussian blur, down-scaling,
     noise, JPEG), so the model also sees other imaging conditions; ``augment="strong"`` the same
-    steps with ranges as wide as the evaluation suite's strong severities.
+    steps with ranges as wide as the evaluation suite's strong severities, applied to the crop at
+    its own resolution before the random resized crop.
     """
 
     def __init__(self, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
@@ -107,6 +109,14 @@ class TrainPreset:
         # scale_augment F > 1: the crop first rescaled by a random factor in [1/F, F] (another magnification)
         rescale = [A.RandomScale(scale_limit=(1 / scale_augment - 1, scale_augment - 1), p=1.0)] \
             if scale_augment > 1 else []
+        # "strong" corrupts the crop at the resolution it was photographed at, before it is enlarged
+        # to the input size, as a camera's noise, blur and compression are: applied after the resize,
+        # the same noise would be finer-grained than any camera's and averaged away by the network
+        self.native = self.tiny_native = None
+        if augment == "strong":
+            self.native = A.Compose(robust_steps(strength="strong"))
+            # a crop a few pixels across cannot be down-scaled further: it gets the other steps
+            self.tiny_native = A.Compose([t for t in robust_steps(strength="strong") if not isinstance(t, A.Downscale)])
         self.transform = A.Compose([
             *rescale,
             A.RandomResizedCrop(size=(s, s), scale=(0.8, 1.0)),
@@ -115,11 +125,16 @@ class TrainPreset:
             A.Rotate(limit=25, border_mode=cv2.BORDER_REFLECT_101, p=0.5),
             A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
             A.GaussNoise(std_range=(0.01, 0.04), p=0.3),
-            *(robust_steps(strength=augment) if augment in ("robust", "strong") else []),
+            *(robust_steps() if augment == "robust" else []),
             *_to_tensor(self.mean, self.std, self.input_norm),
         ])
 
     def __call__(self, image: np.ndarray, seed: int | None = None) -> torch.Tensor:
+        if self.native is not None:
+            native = self.native if min(image.shape[:2]) >= MIN_DOWNSCALE_SIDE else self.tiny_native
+            if seed is not None:
+                native.set_random_seed((int(seed) + 1) % (2**32))
+            image = native(image=image)["image"]
         if seed is not None:
             self.transform.set_random_seed(int(seed) % (2**32))
         return self.transform(image=image)["image"]
