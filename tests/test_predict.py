@@ -14,7 +14,7 @@ from PIL import Image
 from microplastics.core import layout
 from microplastics.predict import prediction, predictor as predict
 from microplastics.predict.external import score_particles
-from microplastics.results import grids
+from microplastics.core import seeds
 from microplastics.core.cli import run
 from microplastics.data.synthetic import write_synthetic_micro
 
@@ -206,10 +206,10 @@ def test_single_unreadable_image_is_exit_2(results, tmp_path, capsys):
 
 def test_pick_rows_is_seeded_and_balanced():
     labels = ["a"] * 10 + ["b"] * 3 + ["c"] * 1
-    first = grids.pick_rows(labels, n=6, seed=1)
-    assert first == grids.pick_rows(labels, n=6, seed=1) != grids.pick_rows(labels, n=6, seed=2)
+    first = seeds.pick_rows(labels, n=6, seed=1)
+    assert first == seeds.pick_rows(labels, n=6, seed=1) != seeds.pick_rows(labels, n=6, seed=2)
     assert sorted(labels[i] for i in first) == ["a", "a", "a", "b", "b", "c"]
-    per = grids.pick_rows(labels, per_class=2, seed=0)
+    per = seeds.pick_rows(labels, per_class=2, seed=0)
     assert sorted(labels[i] for i in per) == ["a", "a", "b", "b", "c"]
 
 

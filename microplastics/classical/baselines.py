@@ -37,7 +37,8 @@ from microplastics.data.scale import check_scale_augment
 from microplastics.data.mixing import check_fraction, mixed_train
 from microplastics.classical.features import (FEATURE_KINDS, FeatureSettings, augmented_features, dataset_features,
                                               extract_features, feature_names)
-from microplastics.results.grids import pick_rows, save_prediction_grid
+from microplastics.core.seeds import pick_rows
+from microplastics.results.grids import save_prediction_grid
 from microplastics.core.images import read_rgb
 from microplastics.core.layout import CLASSICAL_NAME as MODEL_FILE, CONFIG_NAME as CONFIG_FILE
 from microplastics.core.layout import LEGACY_CLASSICAL_NAME as LEGACY_MODEL_FILE

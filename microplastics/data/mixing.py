@@ -26,7 +26,7 @@ from microplastics.data.annotations import BoxRecord, read_annotations
 from microplastics.data.dataset import SYNTHETIC_COLUMN, split_frame, synthetic_frame
 from microplastics.data.synthetic import CLASSES as GENERATOR_CLASSES
 from microplastics.data.synthetic import write_synthetic_micro
-from microplastics.results.grids import pick_rows
+from microplastics.core.seeds import pick_rows
 
 PREFIX = "syn-"
 # The generator's classes and the names other sets give the same kind of particle (mp100: fiber,

@@ -28,7 +28,7 @@ from microplastics.core.plots import plt, save_figure
 from microplastics.core.layout import BEST_NAME, GRADCAM_DIR, GRADCAM_OWNER, trained_model_file
 from microplastics.deep.engine import resolve_device
 from microplastics.predict.model_folder import read_crop, recorded_predictions, resolve_data_dir
-from microplastics.results.grids import pick_rows
+from microplastics.core.seeds import pick_rows
 
 if TYPE_CHECKING:
     from microplastics.deep.checkpoint import LoadedClassifier

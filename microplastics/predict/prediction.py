@@ -25,7 +25,7 @@ from microplastics.predict.external import EXTERNAL_DIR, parse_class_map, write_
 from microplastics.predict.predictor import (CROPS_CSV, Predictor, classify_files, classify_photos, load_predictor,
                                              predict_in_batches, with_probabilities)
 from microplastics.predict.tta import with_tta
-from microplastics.results.grids import pick_rows
+from microplastics.core.seeds import pick_rows
 
 
 # ----------------------------------------------------------------------------- grid mode
