@@ -65,7 +65,7 @@ def run_one(label: str, weights: str, model_dir: Path, smooth: str, data: Path, 
     if not found:
         raise SystemExit(f"error: grad-cam.py wrote no {localisation.JSON_NAME} in {out}")
     metrics = fileio.read_json(model_dir / "metrics.json")
-    return {"label": label, "weights": weights, "aug_smooth": smooth, "macro_f1": metrics["macro_f1"], **found}
+    return {"label": label, "weights": weights, "macro_f1": metrics["macro_f1"], **found, "smoothing": smooth}
 
 
 def print_table(rows: list[dict], margin: float) -> None:
@@ -74,7 +74,7 @@ def print_table(rows: list[dict], margin: float) -> None:
     print(f"\nGrad-CAM localisation on mp100 (margin {margin:g})\n" + head + "\n" + "-" * len(head))
     for r in rows:
         for method, s in r["by_method"].items():
-            print(f"{r['label']:22} {r['aug_smooth']:16} {method:10} {r['macro_f1']:7.4f} {s['n']:5d} "
+            print(f"{r['label']:22} {r['smoothing']:16} {method:10} {r['macro_f1']:7.4f} {s['n']:5d} "
                   f"{s['pointing_hit_rate']:17.3f} {s['mean_mass_inside']:15.3f} {s['mean_box_fraction']:9.3f}")
 
 
@@ -104,7 +104,7 @@ def main() -> int:
     print(f"\npretrained Lite0 pointing-game hit rate ({pretrained['method']}): {pretrained['pointing_hit_rate']:.3f} "
           f"(target >= {TARGET}: {'met' if ok else 'MISSED'}); random-weight twin: {twin['pointing_hit_rate']:.3f}; "
           f"without smoothing {rows[1]['pointing_hit_rate']:.3f} and {rows[3]['pointing_hit_rate']:.3f}")
-    print(json.dumps({f"{r['label']}, smoothing {r['aug_smooth']}": round(r["pointing_hit_rate"], 4) for r in rows}),
+    print(json.dumps({f"{r['label']}, smoothing {r['smoothing']}": round(r["pointing_hit_rate"], 4) for r in rows}),
           "(pointing-game hit rates)")
     return 0 if ok else 1
 
