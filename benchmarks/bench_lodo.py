@@ -333,7 +333,7 @@ def main() -> None:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     mp100 = processed(Path(args.photos), Path(args.work) / "mp100", (), args.seed)
     folders = prepare_domains(mp100, prepare_synthetic(args), args)
-    chosen = [row for i, row in enumerate(ROWS) if args.rows is None or i in args.rows]
+    chosen = ROWS if args.rows is None else [ROWS[i] for i in dict.fromkeys(args.rows)]  # in the order asked
     report([r for r in (run_row(row, folders, args) for row in chosen) if r is not None], args)
 
 
