@@ -187,3 +187,17 @@ def test_compact_glcm_gives_the_256_level_texture_figures(name):
     compact = cooccurrence(gray)
     for prop in ("contrast", "homogeneity", "correlation"):
         assert graycoprops(compact, prop)[0, 0] == pytest.approx(graycoprops(reference, prop)[0, 0], abs=1e-9)
+
+
+def test_integer_arrays_are_scaled_as_the_photo_reader_scales_them():
+    from microplastics.classical.features import as_rgb_uint8
+    from microplastics.core.images import to_uint8
+
+    sixteen = np.random.default_rng(0).integers(0, 65536, (6, 5, 3)).astype(np.uint16)
+    expected = to_uint8(sixteen)
+    assert np.array_equal(as_rgb_uint8(sixteen), expected)
+    # a 32-bit array of the same 16-bit values is the same image, not one near black
+    assert np.array_equal(as_rgb_uint8(sixteen.astype(np.int32)), expected)
+    with pytest.raises(ValueError):
+        as_rgb_uint8(np.full((4, 4, 3), -1, dtype=np.int32))
+    assert as_rgb_uint8(np.ones((2, 2), dtype=bool)).max() == 255

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from microplastics.core import fileio
 from microplastics.core.errors import InputError
 from microplastics.data.dataset import settings_digest
-from microplastics.core.images import ImageReadError, border_pixels, particle_mask, read_rgb
+from microplastics.core.images import ImageReadError, border_pixels, particle_mask, read_rgb, to_uint8
 
 FEATURE_KINDS = ("original", "full", "robust")
 # Bump when a feature's definition changes: old caches then miss instead of being reused.
@@ -97,8 +97,8 @@ def feature_names(kind: str = "full", settings: FeatureSettings | None = None) -
 # ---------------------------------------------------------------- one crop
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """Accept grey, RGB or RGBA; uint8, other integers (scaled by their range), bool or float
-    ([0, 1] or 0..255); return (H, W, 3) uint8."""
+    """Accept grey, RGB or RGBA; uint8, other integers (as the photo reader scales them:
+    ``core.images.to_uint8``), bool or float ([0, 1] or 0..255); return (H, W, 3) uint8."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
@@ -109,13 +109,14 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"empty image of shape {image.shape}")
     image = image[:, :, :3]
-    if image.dtype != np.uint8:
-        if image.dtype == bool:
-            scale = 255.0
-        elif np.issubdtype(image.dtype, np.integer):  # 16-bit microscope images and the like
-            scale = 255.0 / np.iinfo(image.dtype).max
-        else:  # floats: [0, 1] as skimage writes them, else taken as 0..255
-            scale = 255.0 if np.nanmax(image, initial=0) <= 1.0 else 1.0
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * 255
+    elif np.issubdtype(image.dtype, np.integer):
+        # 16-bit microscope images and the like: the one rule of the photo reader (core.images),
+        # so an array handed in scores as the same photo read from its file would
+        image = to_uint8(image)
+    elif image.dtype != np.uint8:  # floats: [0, 1] as skimage writes them, else taken as 0..255
+        scale = 255.0 if np.nanmax(image, initial=0) <= 1.0 else 1.0
         image = np.clip(np.nan_to_num(image.astype(np.float64) * scale), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(image)
 
