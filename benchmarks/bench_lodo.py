@@ -58,11 +58,16 @@ SHIFTS = ("mag_half", "mag_double", "bg_colour", "bg_texture")  # mp100's own ph
 REVERSE = "mp100"  # the synthetic model's domain: mp100's test photos as they are
 CHECK = "mp100_test"  # the mp100 model on its own test photos, through the domains' path
 
-LITE0 = ["--image-size", "64", "--workers", "1", "--device", "cpu", "--augment", "robust", "--input-norm", "crop"]
-LITE0_FULL = (*LITE0, "--finetune", "full", "--epochs", "3", "--patience", "3")
+def lite0_args(augment: str = "robust", *full: str) -> tuple[str, ...]:
+    """efficientnet.py's arguments at 64 px on the CPU; ``full`` adds the fine-tuning arguments."""
+    return ("--image-size", "64", "--workers", "1", "--device", "cpu", "--augment", augment, "--input-norm", "crop",
+            *full)
+
+
+LITE0 = lite0_args()
+LITE0_FULL = lite0_args("robust", "--finetune", "full", "--epochs", "3", "--patience", "3")
 # the robust Lite0 configuration of docs/deep.md: strong augmentation, full fine-tuning for 8 epochs
-LITE0_STRONG = (*[a if a != "robust" else "strong" for a in LITE0], "--finetune", "full", "--epochs", "8",
-                "--patience", "3")
+LITE0_STRONG = lite0_args("strong", "--finetune", "full", "--epochs", "8", "--patience", "3")
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,8 @@ def cam_maps(model: nn.Module, spec: ExplainSpec, batch: torch.Tensor, method: s
     batch = batch.detach().clone().requires_grad_(True)
     with torch.enable_grad(), cam_class(model=model, target_layers=layers,
                                         reshape_transform=spec.reshape_transform) as cam:
-        cam.tta_transforms = dihedral_views()  # the CAM classes take no views argument of their own
+        if aug_smooth:
+            cam.tta_transforms = dihedral_views()  # the CAM classes take no views argument of their own
         maps = cam(input_tensor=batch, targets=cam_targets, aug_smooth=aug_smooth)
     model.zero_grad(set_to_none=True)
     return np.nan_to_num(np.asarray(maps, dtype=np.float32))

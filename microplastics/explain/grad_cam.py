@@ -289,9 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     smoothing = ", mean of 8 flips/turns" if aug_smooth else ""
     title = f"{loaded.arch}: {', '.join(methods)} (target: {args.target} class{smoothing})"
     localised = localisation.measure_crops(data_dir, rows["path"].tolist(), rows["true"].tolist(), sel.pred, images,
-                                           maps, args.target)
-    if localised is not None:
-        localised[1]["aug_smooth"] = aug_smooth
+                                           maps, args.target, aug_smooth)
     write_outputs(out_dir, sel, maps, args.alpha, title, model_dir, loaded.arch, localised,
                   provenance.run_record("grad-cam.py", argv))
     right = sum(t == p for t, p in zip(rows["true"], sel.pred))

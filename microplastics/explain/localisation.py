@@ -116,7 +116,7 @@ def measure(paths: Sequence[str], true: Sequence[str], pred: Sequence[str], shap
     return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
 
 
-def summarise(table: pd.DataFrame, margin: float, target: str) -> dict[str, Any]:
+def summarise(table: pd.DataFrame, margin: float, target: str, aug_smooth: bool = False) -> dict[str, Any]:
     """localisation.json: the first method's figures at the top, every method's under ``by_method``."""
     by_method = {}
     for method, part in table.groupby("method", sort=False):
@@ -126,7 +126,8 @@ def summarise(table: pd.DataFrame, margin: float, target: str) -> dict[str, Any]
     first = next(iter(by_method), None)
     top = by_method[first] if first else {"n": 0, "mean_mass_inside": None, "pointing_hit_rate": None,
                                            "mean_box_fraction": None}
-    return {"method": first, **top, "margin": margin, "target": target, "by_method": by_method}
+    return {"method": first, **top, "margin": margin, "target": target, "aug_smooth": aug_smooth,
+            "by_method": by_method}
 
 
 def summary_line(summary: dict[str, Any]) -> str:
@@ -148,8 +149,8 @@ def write(out_dir: Path, table: pd.DataFrame, summary: dict[str, Any]) -> None:
 
 
 def measure_crops(data_dir: Path, paths: Sequence[str], true: Sequence[str], pred: Sequence[str],
-                  images: Sequence[np.ndarray], maps: Mapping[str, np.ndarray], target: str
-                  ) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+                  images: Sequence[np.ndarray], maps: Mapping[str, np.ndarray], target: str,
+                  aug_smooth: bool = False) -> tuple[pd.DataFrame, dict[str, Any]] | None:
     """Grad-CAM's localisation step: (localisation.csv's table, localisation.json); None without a manifest."""
     shapes = [tuple(int(v) for v in image.shape[:2]) for image in images]
     try:
@@ -158,7 +159,7 @@ def measure_crops(data_dir: Path, paths: Sequence[str], true: Sequence[str], pre
         print(f"warning: localisation not measured: {err}", file=sys.stderr)
         return None
     table = measure(paths, true, pred, shapes, boxes, maps)
-    return table, summarise(table, margin, target)
+    return table, summarise(table, margin, target, aug_smooth)
 
 
 def read_summary(folder: Path) -> dict[str, Any] | None:
