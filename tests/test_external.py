@@ -198,7 +198,7 @@ def test_class_map_parsing_and_dropped_classes():
     assert labels.tolist() == ["b", "", "", "d"]
 
 
-def test_prediction_photos_mode_with_tta_records_it(results, photos, tmp_path, capsys):
+def test_prediction_photos_mode_with_tta_records_it(results, photos, processed_dir, tmp_path, capsys):
     from microplastics.core.cli import run
     from microplastics.predict import prediction
 
@@ -210,6 +210,11 @@ def test_prediction_photos_mode_with_tta_records_it(results, photos, tmp_path, c
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tta"] == "dihedral8" and metrics["n"] == len([c for c in hand_labels(photos)
                                                                   if c not in ("noise", "reference")])
+    crops = tmp_path / "crops.csv"
+    with pytest.raises(SystemExit) as info:  # crops mode writes no metrics.json: its table records it
+        run(prediction.main, ["--model", str(results / "rf"), "--input", str(processed_dir / "test"), "--tta",
+                              "--csv", str(crops), "--device", "cpu"])
+    assert info.value.code == 0 and set(pd.read_csv(crops)["tta"]) == {"dihedral8"}
     with pytest.raises(SystemExit) as info:
         run(prediction.main, ["--models", "rf", "--results", str(results), "--tta", "--device", "cpu"])
     assert info.value.code == 2 and "--tta works in" in capsys.readouterr().err

@@ -79,7 +79,8 @@ def test_input_mode_csv_lists_unreadable_files_and_classifies_the_rest(results, 
     assert "broken.png" in err
     frame = pd.read_csv(tmp_path / "o.csv")
     assert sorted(Path(p).name for p in frame["path"]) == sorted(p.name for p in good)
-    assert list(frame.columns) == ["path", "pred", "prob_foam", "prob_hard", "prob_line", "prob_pellet"]
+    assert list(frame.columns) == ["path", "pred", "prob_foam", "prob_hard", "prob_line", "prob_pellet", "tta"]
+    assert (frame["tta"] == "none").all()
     np.testing.assert_allclose(frame.filter(like="prob_").sum(axis=1), 1.0, atol=1e-5)
 
 

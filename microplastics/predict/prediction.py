@@ -24,7 +24,7 @@ from microplastics.predict.model_folder import default_margin, read_crop, record
 from microplastics.predict.external import EXTERNAL_DIR, parse_class_map, write_external
 from microplastics.predict.predictor import (CROPS_CSV, Predictor, classify_files, classify_photos, load_predictor,
                                              predict_in_batches, with_probabilities)
-from microplastics.predict.tta import with_tta
+from microplastics.predict.tta import tta_of, with_tta
 from microplastics.core.seeds import pick_rows
 
 
@@ -134,7 +134,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "precision; bf16: bf16 autocast")
     parser.add_argument("--tta", action="store_true",
                         help="crops/photos mode: test-time augmentation, the mean probability over the 8 flips and "
-                             "90-degree rotations of each crop (8x the time); recorded in metrics.json as tta")
+                             "90-degree rotations of each crop (8x the time); recorded as tta in metrics.json "
+                             "(crops mode: a column of its CSV)")
     from microplastics.find.sample_report import add_find_arguments
 
     add_find_arguments(parser)
@@ -201,6 +202,7 @@ def run_crops(args: argparse.Namespace, device: str) -> int:
         print(f"warning: skipped unreadable {path}: {why}", file=sys.stderr)
     if frame.empty:
         raise UserError(f"none of the {len(paths)} input file(s) could be read as an image")
+    frame["tta"] = tta_of(predictor)  # this mode writes no metrics.json: the table itself says how it was scored
     out = Path(args.csv) if args.csv else Path(args.out or Path(args.model) / "classified") / CROPS_CSV
     with fileio.atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6f")
