@@ -2,7 +2,7 @@
 
 On ../shared/datasets/mp100, cut with context around each box (data-preprocessing.py --margin,
 0.5 by default: the particle's box is then about the middle quarter of each crop), efficientnet.py
-is trained twice in its default head mode, from the packaged ImageNet weights and from random
+is trained twice in head mode, from the packaged ImageNet weights and from random
 weights; grad-cam.py then explains --per-class seeded test crops of each class with each model
 and measures localisation (localisation.json: the pointing game, the mass inside the box), once
 with grad-cam.py's default 8-view smoothing (--aug-smooth on: each map the mean over the crop's
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_robustness import MP100, PY, sh  # noqa: E402  (this folder is sys.path[0])
+from bench_robustness import LITE0_HEAD, MP100, PY, sh  # noqa: E402  (this folder is sys.path[0])
 from microplastics.core import fileio  # noqa: E402
 from microplastics.explain import localisation  # noqa: E402
 from microplastics.data.dataset import recorded_input  # noqa: E402
@@ -52,7 +52,7 @@ def train(weights: str, data: Path, args: argparse.Namespace) -> Path:
     model_dir = results / ARCH
     if args.retrain or model_file(model_dir) is None:
         sh([PY, "efficientnet.py", "--data", str(data), "--results", str(results), "--weights", weights,
-            "--image-size", str(args.image_size), "--workers", "1", "--seed", str(args.seed)])
+            *LITE0_HEAD, "--image-size", str(args.image_size), "--workers", "1", "--seed", str(args.seed)])
     return model_dir
 
 

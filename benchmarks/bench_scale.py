@@ -31,6 +31,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_robustness import LITE0_HEAD  # noqa: E402  (this folder is sys.path[0])
 from microplastics.classical import baselines  # noqa: E402
 from microplastics.core.cli import default_workers  # noqa: E402
 from microplastics.core.images import read_rgb  # noqa: E402
@@ -70,7 +71,7 @@ def train_rf(data: Path, results: Path, workers: int, copies: int, *extra: str) 
 def train_lite0(data: Path, results: Path, image_size: int, *extra: str) -> Path:
     from microplastics.deep import stage
 
-    stage.main(["--data", str(data), "--results", str(results), "--epochs", "30", "--workers", "0",
+    stage.main(["--data", str(data), "--results", str(results), *LITE0_HEAD, "--epochs", "30", "--workers", "0",
                 "--image-size", str(image_size), "--device", "cpu", *extra], preset="efficientnet_lite0")
     return results / "efficientnet_lite0"
 

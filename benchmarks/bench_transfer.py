@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_robustness import MP100, PY, prepare, sh, slug  # noqa: E402  (this folder is sys.path[0])
+from bench_robustness import LITE0_HEAD, MP100, PY, prepare, sh, slug  # noqa: E402  (this folder is sys.path[0])
 from microplastics.results.metrics import load_metrics, read_predictions  # noqa: E402
 from microplastics.results.stats import bootstrap_intervals  # noqa: E402
 
@@ -55,7 +55,7 @@ def run_variant(label: str, extra: list[str], data: Path, args: argparse.Namespa
     if args.retrain or not (model_dir / "metrics.json").is_file():
         epochs = ["--epochs", str(args.full_epochs), "--patience", str(args.full_epochs)] if full else []
         sh([PY, "efficientnet.py", "--data", str(data), "--results", str(results), "--seed", str(args.seed),
-            "--image-size", str(args.image_size), "--aug-views", "1", "--workers", str(args.workers),
+            *LITE0_HEAD, "--image-size", str(args.image_size), "--aug-views", "1", "--workers", str(args.workers),
             "--augment", "study", "--input-norm", "imagenet",  # fixed here, whatever the preset's defaults
             "--device", "cpu", "--cache-dir", str(Path(args.work) / ".embeddings"), *epochs, *extra])
     metrics = load_metrics(model_dir)

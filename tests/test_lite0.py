@@ -132,7 +132,7 @@ def run_args(data: Path, results: Path, *extra: str) -> list[str]:
 def test_efficientnet_script_runs_with_the_network_blocked(processed_dir, tmp_path):
     marker = tmp_path / "network_attempt.txt"
     cmd = [sys.executable, "-c", BLOCKED, str(marker), "efficientnet.py",
-           *run_args(processed_dir, tmp_path, "--epochs", "2", "--balance", "smote")]
+           *run_args(processed_dir, tmp_path, "--finetune", "head", "--epochs", "2", "--balance", "smote")]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "NO_ALBUMENTATIONS_UPDATE": "1", "MPLBACKEND": "Agg",
                                "HOME": str(tmp_path), "TORCH_HOME": str(tmp_path / "torch")})
@@ -150,15 +150,20 @@ def test_efficientnet_script_runs_with_the_network_blocked(processed_dir, tmp_pa
 
 def test_head_cache_and_full_mode_work_as_for_the_other_architectures(processed_dir, tmp_path, no_network):
     run = main_for("efficientnet_lite0")
-    run(run_args(processed_dir, tmp_path / "a", "--epochs", "2", "--cache-dir", str(tmp_path / "cache")))
-    run(run_args(processed_dir, tmp_path / "b", "--epochs", "2", "--cache-dir", str(tmp_path / "cache")))
+    head = ("--finetune", "head", "--epochs", "2", "--cache-dir", str(tmp_path / "cache"))
+    run(run_args(processed_dir, tmp_path / "a", *head))
+    run(run_args(processed_dir, tmp_path / "b", *head))
     first, again = (fileio.read_json(tmp_path / r / "efficientnet_lite0" / "metrics.json") for r in ("a", "b"))
     assert not first["timing"]["embedding_cached"] and again["timing"]["embedding_cached"]
     assert first["macro_f1"] == again["macro_f1"]
     assert_reloads_and_reproduces(tmp_path / "a" / "efficientnet_lite0", processed_dir)
 
-    run(run_args(processed_dir, tmp_path / "full", "--finetune", "full", "--epochs", "1", "--batch-size", "16"))
+    # the preset's defaults: a short full fine-tuning with the strong augmentation and crop normalisation
+    run(run_args(processed_dir, tmp_path / "full", "--batch-size", "16", "--patience", "1"))
     out = tmp_path / "full" / "efficientnet_lite0"
+    cfg = fileio.read_json(out / "config.json")
+    assert (cfg["finetune"], cfg["augment"], cfg["input_norm"], cfg["val_augment"], cfg["lr"], cfg["epochs"]) == \
+        ("full", "strong", "crop", "off", 1e-4, 8)
     best = torch.load(out / "best.pt", weights_only=True)
     pretrained = lite0.to_timm(torch.load(lite0.weights_path(), map_location="cpu", weights_only=True))
     # the backbone trained too, starting from the ImageNet weights

@@ -168,3 +168,29 @@ def test_scripts_fail_with_one_line_and_status_2(processed_dir, tmp_path):
     helped = get_args_parser("resnet50").format_help()
     for flag in ("--finetune", "--balance", "--aug-views", "--resume", "--weights", "--deterministic"):
         assert flag in helped
+
+
+@pytest.mark.parametrize("finetune", ["full", "head"])
+def test_augmented_validation_adds_one_fixed_augmented_copy_of_val(finetune, processed_dir, tmp_path, monkeypatch):
+    """--val-augment on: early stopping sees the clean val crops and one seeded augmented copy of them."""
+    seen = []
+
+    def capture(**kw):  # stop at the epoch loop: what it would validate on is all this test needs
+        seen.append(kw["val_loader"])
+        raise KeyboardInterrupt
+    monkeypatch.setattr(engine, "fit", capture)
+    flags = ["--data", str(processed_dir), *TINY, "--arch", "resnet18", "--finetune", finetune, "--augment", "strong",
+             "--aug-views", "0", "--results", str(tmp_path)]
+    for value in ("off", "on", "on"):
+        with pytest.raises(KeyboardInterrupt):
+            main_for("resnet50")([*flags, "--val-augment", value])
+    (xs_off, ys_off), (xs_on, ys_on), (xs_again, _) = (
+        (torch.cat([x for x, _ in loader]), torch.cat([y for _, y in loader])) for loader in seen)
+    n = len(xs_off)
+    assert n > 0 and len(xs_on) == 2 * n
+    assert torch.equal(ys_on, torch.cat([ys_off, ys_off]))
+    assert torch.allclose(xs_on[:n], xs_off, atol=1e-5), "the first copy is the clean val set"
+    assert not torch.allclose(xs_on[n:], xs_off, atol=1e-3), "the second copy is augmented"
+    assert torch.equal(xs_on, xs_again), "the augmented copy is drawn once, from the seed"
+    if finetune == "head":
+        assert len(list((tmp_path / ".embeddings").glob("*.pt"))) == 2, "the augmented val set has its own cache"
