@@ -64,7 +64,6 @@ class Preset:
     aug_views: int = 1
     finetune: str = "head"
     lr: float = 1e-4
-    val_augment: str = "off"
 
 
 PRESETS = {
@@ -136,7 +135,7 @@ def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
     a("--scale-augment", type=finite_float, default=1.0, metavar="FACTOR",
       help="training augmentation for uncalibrated photos: rescale each crop by a random factor in "
            "[1/FACTOR, FACTOR] before the resize (another magnification); 1: off (docs/scale.md)")
-    a("--val-augment", choices=("off", "on"), default=p.val_augment,
+    a("--val-augment", choices=("off", "on"), default="off",
       help="what early stopping, the LR schedule and best.pt are judged on. off: the clean val crops; on: the "
            "clean val crops and one copy of them under the training augmentation (drawn once, with --seed), so "
            "the epoch kept is the one that also holds up under the conditions trained for (docs/robustness.md)")
