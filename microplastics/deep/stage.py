@@ -260,15 +260,15 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
                                scale_augment=cfg["scale_augment"])
     pin, workers = device.type == "cuda", cfg["workers"]
     out: dict[str, Any] = {"test": test, "embedding": None}
+    # what validation judges: the clean val crops, and with --val-augment on one seeded augmented copy
+    val_sets = [CropDataset(root, val.paths, val.labels, eval_preset)]
+    if cfg["val_augment"] == "on":
+        val_sets.append(CropDataset(root, val.paths, val.labels, train_preset, seed=seed, stream=VAL_AUGMENT_STREAM))
     if cfg["finetune"] == "full":
         out["train_loader"] = make_loader_factory(
             lambda epoch: CropDataset(root, train.paths, train.labels, train_preset, seed=seed, stream=epoch),
             train.labels, batch_size=cfg["batch_size"], balance=cfg["balance"], seed=seed, workers=workers,
             info=info, pin=pin)
-        val_sets = [CropDataset(root, val.paths, val.labels, eval_preset)]
-        if cfg["val_augment"] == "on":
-            val_sets.append(CropDataset(root, val.paths, val.labels, train_preset, seed=seed,
-                                        stream=VAL_AUGMENT_STREAM))
         out["val_loader"] = DataLoader(ConcatDataset(val_sets), batch_size=cfg["batch_size"], num_workers=workers,
                                        pin_memory=pin)
         out["test_loader"] = DataLoader(CropDataset(root, test.paths, test.labels, eval_preset),
@@ -299,10 +299,7 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
         views = [run(CropDataset(root, train.paths, train.labels, eval_preset), "embed train (clean)")]
         views += [run(CropDataset(root, train.paths, train.labels, train_preset, seed=seed, stream=v),
                       f"embed train (view {v}/{cfg['aug_views']})") for v in range(1, cfg["aug_views"] + 1)]
-        val_views = [run(CropDataset(root, val.paths, val.labels, eval_preset), "embed val")]
-        if cfg["val_augment"] == "on":
-            val_views.append(run(CropDataset(root, val.paths, val.labels, train_preset, seed=seed,
-                                             stream=VAL_AUGMENT_STREAM), "embed val (augmented)"))
+        val_views = [run(ds, desc) for ds, desc in zip(val_sets, ("embed val", "embed val (augmented)"))]
         result = {"train": torch.stack(views), "val": torch.cat(val_views),
                   "test": run(CropDataset(root, test.paths, test.labels, eval_preset), "embed test")}
         model.backbone.to("cpu")
@@ -310,7 +307,7 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
 
     dtype = torch.float16 if cfg["cache_dtype"] == "float16" else torch.float32
     start = time.perf_counter()
-    val_copies = 2 if cfg["val_augment"] == "on" else 1
+    val_copies = len(val_sets)
     expected = {"train": (1 + cfg["aug_views"], len(train.paths)), "val": (val_copies * len(val.paths),),
                 "test": (len(test.paths),)}
     tensors, hit = cached_embeddings(path, compute, dtype=dtype, is_main=info.is_main, barrier=info.barrier,
