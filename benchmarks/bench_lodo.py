@@ -129,6 +129,21 @@ ROWS = [
         LITE0_VAL_AUGMENT, "efficientnet_lite0"),
     Row("Lite0 fine-tuned, strong, augmented val, 20 epochs lr 1e-3 + TTA", "combination", "efficientnet.py",
         LITE0_VAL_AUGMENT, "efficientnet_lite0", score_args=("--tta",)),
+    Row("Lite0, the defaults + shape cues in the head", "shape cues", "efficientnet.py",
+        (*LITE0_STRONG, "--shape-cues", "on"), "efficientnet_lite0"),
+    Row("Lite0, the defaults + shape cues in the head + TTA", "combination", "efficientnet.py",
+        (*LITE0_STRONG, "--shape-cues", "on"), "efficientnet_lite0", score_args=("--tta",)),
+    Row("Lite0, the defaults + filter swap 0.5", "domain randomisation", "efficientnet.py",
+        (*LITE0_STRONG, "--swap-background", "0.5"), "efficientnet_lite0"),
+    Row("Lite0, the defaults + filter swap 0.5 + TTA", "combination", "efficientnet.py",
+        (*LITE0_STRONG, "--swap-background", "0.5"), "efficientnet_lite0", score_args=("--tta",)),
+    Row("Lite0, the defaults + filter swap 0.5 + mixed synthetic 0.3", "combination", "efficientnet.py",
+        (*LITE0_STRONG, "--swap-background", "0.5", "--mix-synthetic", "0.3"), "efficientnet_lite0", prep_args=MIX),
+    Row("Lite0, the defaults + filter swap 0.5 + mixed synthetic 0.3 + TTA", "combination", "efficientnet.py",
+        (*LITE0_STRONG, "--swap-background", "0.5", "--mix-synthetic", "0.3"), "efficientnet_lite0", prep_args=MIX,
+        score_args=("--tta",)),
+    Row("RF + shape cues + filter swap 0.5", "domain randomisation", "ml-baselines.py",
+        ("--models", "rf", "--shape-cues", "on", "--swap-background", "0.5"), "rf"),
 ]
 
 
@@ -188,16 +203,21 @@ def build(folder: Path, write) -> None:
 
 # ----------------------------------------------------------------------------- training and scoring
 
+TRAINED: set[Path] = set()  # the run folders this invocation trained
+
+
 def train(row: Row, data: Path, side: str, args: argparse.Namespace) -> Path | None:
     """The row's trained model folder on one side (None with --scored-only when it is not trained yet)."""
     results = Path(args.work) / "runs" / row.run / side
     model_dir = results / row.model
     if args.scored_only:
         return model_dir if model_file(model_dir) is not None else None
-    if args.retrain or model_file(model_dir) is None:
+    # --retrain trains a run once per invocation, however many rows (a row and its TTA row) share it
+    if (args.retrain and results not in TRAINED) or model_file(model_dir) is None:
         extra = ["--cache-dir", str(Path(args.work) / ".embeddings")] if row.script == "efficientnet.py" else []
         sh([PY, row.script, "--data", str(data), "--results", str(results), "--seed", str(args.seed),
             *row.args, *extra])
+        TRAINED.add(results)
     return model_dir
 
 

@@ -147,6 +147,9 @@ def prepare(args: argparse.Namespace) -> Path:
     return out
 
 
+TRAINED: dict[Path, float] = {}  # results folder -> training seconds, for the runs this invocation trained
+
+
 def train(variant: Variant, data: Path, args: argparse.Namespace) -> tuple[Path, float | None]:
     """The variant's model folder, trained unless it exists (or --retrain); and the training seconds."""
     results = Path(args.work) / slug(variant.label)
@@ -157,9 +160,12 @@ def train(variant: Variant, data: Path, args: argparse.Namespace) -> tuple[Path,
             shutil.rmtree(model_dir, ignore_errors=True)
             shutil.copytree(source, model_dir, ignore=shutil.ignore_patterns("robustness*", "external*"))
         return model_dir, train_s
+    if results in TRAINED:  # trained by this invocation already (a variant and its "+ TTA" copy)
+        return model_dir, TRAINED[results]
     if args.retrain or model_file(model_dir) is None:
-        return model_dir, sh([PY, variant.script, "--data", str(data), "--results", str(results),
-                              "--seed", str(args.seed), *variant.args])
+        TRAINED[results] = sh([PY, variant.script, "--data", str(data), "--results", str(results),
+                               "--seed", str(args.seed), *variant.args])
+        return model_dir, TRAINED[results]
     return model_dir, None
 
 

@@ -74,3 +74,68 @@ def test_shifted_folder_reads_back_with_mapped_classes(tmp_path):
         src = originals[(rec.photo.stem, rec.box_id)]
         assert (rec.minr, rec.maxr) == (src.minr // 2, -(-src.maxr // 2))
         assert rec.label == mapping[src.label]
+
+
+# -- the crop-level filter swap (training augmentation) --------------------------------------------
+def filter_crop(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A beige crop with grain and a dark fibre through it; returns (crop, where the fibre is solid)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    crop = np.clip(np.array([200, 186, 160]) + rng.normal(0, 2, (48, 64, 3)), 0, 255).astype(np.uint8)
+    cv2.line(crop, (10, 30), (54, 14), (40, 40, 60), 4)
+    solid = np.zeros(crop.shape[:2], np.uint8)
+    cv2.line(solid, (10, 30), (54, 14), 1, 1)  # the fibre's core, away from its blurred edge
+    return crop, solid.astype(bool)
+
+
+def test_swapped_background_keeps_the_particle_and_changes_the_filter():
+    from microplastics.data.background_swap import particle_share, swap_background
+
+    crop, core = filter_crop()
+    share = particle_share(crop)
+    assert share[core].min() == 1.0 and share[:4].max() == 0.0  # the fibre is particle, the margin filter
+    swapped = [swap_background(crop, np.random.default_rng(s)) for s in (0, 1, 0)]
+    assert np.array_equal(swapped[0], swapped[2]), "seeded"
+    for out in swapped[:2]:
+        assert out.shape == crop.shape and out.dtype == np.uint8
+        assert np.array_equal(out[core], crop[core]), "the particle's own pixels stay"
+        assert np.abs(out[:4].astype(float).mean((0, 1)) - crop[:4].mean((0, 1))).max() > 8, "a new filter"
+    assert np.abs(swapped[0].astype(int) - swapped[1]).mean() > 5, "another seed, another filter"
+
+
+def test_train_preset_swaps_filters_with_its_probability_and_seed():
+    import torch
+
+    from microplastics.deep.transforms import TrainPreset
+
+    crop, _ = filter_crop()
+    plain, always = TrainPreset(32), TrainPreset(32, swap_background=1.0)
+    assert torch.equal(always(crop, seed=5), always(crop, seed=5))
+    assert not torch.allclose(always(crop, seed=5), plain(crop, seed=5), atol=1e-3)
+    assert torch.equal(TrainPreset(32, swap_background=0.0)(crop, seed=5), plain(crop, seed=5))
+    half = TrainPreset(32, swap_background=0.5)
+    swapped = sum(not torch.allclose(half(crop, seed=s), plain(crop, seed=s), atol=1e-3) for s in range(40))
+    assert 10 <= swapped <= 30, swapped
+
+
+def test_classical_augmented_copies_swap_filters_seeded(tmp_path):
+    from PIL import Image
+
+    from microplastics.classical.features import FeatureSettings, augmented_features
+
+    paths = []
+    for seed in range(3):
+        crop, _ = filter_crop(seed)
+        paths.append(tmp_path / f"c{seed}.png")
+        Image.fromarray(crop).save(paths[-1])
+    settings = FeatureSettings(kind="robust", shape_cues=True)
+
+    def copies(swap, workers=1):
+        return augmented_features(paths, settings, 2, seed=4, workers=workers, progress=False, robust=False,
+                                  swap_background=swap)
+    plain, swapped = copies(0.0), copies(1.0)
+    assert plain.shape == swapped.shape == (6, len(plain[0]))
+    assert np.array_equal(swapped, copies(1.0, workers=2)), "seeded per copy, whatever the workers"
+    changed = ~np.isclose(plain, swapped).all(axis=1)
+    assert changed.all(), "every copy is on another filter"

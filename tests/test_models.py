@@ -180,3 +180,72 @@ def test_offline_imagenet_run_ends_with_one_line_and_status_2(offline_hub, proce
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: could not download")
     assert "resnet18-f37072fd.pth" in err and not (tmp_path / "resnet18" / "best.pt").exists()
+
+
+# -- shape cues in the deep heads ------------------------------------------------------------------
+def line_crop(shape: tuple[int, int] = (40, 120), light: int = 200, ink: int = 60) -> np.ndarray:
+    """A straight fibre along a long thin crop: stretched to a square, it would fill it."""
+    import cv2
+
+    img = np.full((*shape, 3), light, np.uint8)
+    cv2.line(img, (8, shape[0] // 2), (shape[1] - 9, shape[0] // 2 - 4), (ink, ink, ink), 3)
+    return img
+
+
+def disc_crop(size: int = 60, light: int = 200, ink: int = 60) -> np.ndarray:
+    import cv2
+
+    img = np.full((size, size, 3), light, np.uint8)
+    cv2.circle(img, (size // 2, size // 2), size // 4, (ink, ink, ink), -1)
+    return img
+
+
+def test_shape_cue_channels_are_measured_on_the_crop_as_photographed():
+    import cv2
+
+    from microplastics.deep.transforms import SHAPE_CUE_CHANNELS, cue_vector
+
+    fibre = line_crop()
+    x = EvalPreset(32, shape_cues=True)(fibre)
+    assert x.shape == (3 + SHAPE_CUE_CHANNELS, 32, 32)
+    assert torch.equal(x[:3], EvalPreset(32)(fibre)), "the image channels are the plain preset's"
+    cues = cue_vector(fibre)
+    assert torch.allclose(x[3:], torch.from_numpy(cues)[:, None, None].expand(-1, 32, 32))
+    # measured before the square resize: the fibre stays elongated and slender, the disc does not
+    disc = cue_vector(disc_crop())
+    assert cues[0] > 0.8 > 0.2 > disc[0]
+    assert cues[1] > disc[1] + 1.5
+    # the same particle at twice the magnification, under dimmer light and another ink: nearly the same cues
+    other = cue_vector(cv2.resize(line_crop(light=120, ink=30), None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR))
+    assert np.allclose(other[:3], cues[:3], atol=0.1)
+    # the training preset appends them too, constant over the image whatever it flips or crops
+    aug = TrainPreset(32, augment="strong", shape_cues=True)(fibre, seed=3)
+    assert aug.shape == x.shape and float(aug[3:].std(dim=(1, 2)).max()) == 0.0
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vit_tiny", "efficientnet_lite0"])
+def test_shape_cue_model_appends_the_cues_and_starts_as_its_own_head(arch):
+    from microplastics.explain import cam as explain
+
+    torch.manual_seed(0)
+    spec = get_spec(arch)
+    model = spec.build(3, "none", 32, shape_cues=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    cues = torch.tensor([[0.9, 2.0, 0.1, 0.7], [0.1, 0.2, 0.0, 0.0]])
+    with_cues = torch.cat([x, cues[:, :, None, None].expand(-1, -1, 32, 32)], dim=1)
+    with torch.no_grad():
+        emb = model.embed(with_cues)
+        assert torch.allclose(emb[:, :-4], model.backbone(x)) and torch.equal(emb[:, -4:], cues)
+        # the cue network's last layer starts at zero: the logits are the architecture's head's alone
+        assert torch.allclose(model(with_cues), model.head.head(model.backbone(x)))
+        nn.init.normal_(model.head.cues[-1].weight)
+        other = with_cues.clone()
+        other[:, 3:] = 0.0
+        assert not torch.allclose(model(with_cues), model(other)), "the logits depend on the cues"
+    maps = explain.explain(model, spec, with_cues, "gradcam")  # Grad-CAM reads the backbone, as without cues
+    assert maps.shape == (2, 32, 32) and np.isfinite(maps).all()
+
+
+def test_shape_cues_refuse_a_backbone_whose_embedding_is_a_feature_map():
+    with torch.device("meta"), pytest.raises(UserError, match="shape-cues"):
+        get_spec("convnext_tiny").build(3, "none", 32, shape_cues=True)

@@ -103,7 +103,7 @@ def test_markdown_holds_the_table_and_the_mcnemar_matrix(results, processed_dir)
 def test_settings_name_the_robust_options_only_when_set(results, processed_dir):
     config = results / "vgg16" / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "augment": "robust", "input_norm": "crop",
-                                   "val_augment": "on"}))
+                                   "val_augment": "on", "shape_cues": "on"}))
     rf_metrics = results / "rf" / "metrics.json"
     rf_metrics.write_text(json.dumps({**json.loads(rf_metrics.read_text()), "features": "robust", "augment": "robust"}))
     svm_metrics = results / "svm" / "metrics.json"
@@ -111,7 +111,8 @@ def test_settings_name_the_robust_options_only_when_set(results, processed_dir):
                                        "augment": "none"}))
     run_report(results, processed_dir)
     settings = pd.read_csv(results / "summary.csv").set_index("model")["settings"]
-    assert settings["vgg16"] == "64 px, 3 epochs max, augment robust, input norm crop, val augment on, weights none"
+    assert settings["vgg16"] == ("64 px, 3 epochs max, augment robust, input norm crop, val augment on, shape cues on, "
+                                 "weights none")
     assert settings["rf"] == "robust features, augment robust"
     assert settings["svm"] == "original features", "the study's settings are not spelled out"
 

@@ -151,6 +151,8 @@ def test_bad_combinations_are_user_errors(processed_dir, tmp_path):
         run([*base, "--resume"])
     with pytest.raises(UserError, match="no ImageNet weights"):
         run([*base, "--arch", "vit_tiny", "--weights", "imagenet"])
+    with pytest.raises(UserError, match="between 0"):
+        run([*base, "--swap-background", "1.5"])
 
 
 def _script(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -194,3 +196,59 @@ def test_augmented_validation_adds_one_fixed_augmented_copy_of_val(finetune, pro
     assert torch.equal(xs_on, xs_again), "the augmented copy is drawn once, from the seed"
     if finetune == "head":
         assert len(list((tmp_path / ".embeddings").glob("*.pt"))) == 2, "the augmented val set has its own cache"
+
+
+@pytest.mark.parametrize("finetune", ["head", "full"])
+def test_shape_cues_train_with_the_head_and_travel_in_the_checkpoint(finetune, processed_dir, tmp_path):
+    """--shape-cues on: the head takes the crops' shape cues; best.pt says so and reloads to the same predictions."""
+    from microplastics.data.dataset import load_manifest, split_frame
+    from microplastics.deep.checkpoint import load as load_checkpoint
+    from microplastics.deep.transforms import cue_vector
+
+    main_for("resnet50")(["--data", str(processed_dir), "--results", str(tmp_path), *TINY, "--arch", "resnet18",
+                          "--finetune", finetune, "--epochs", "2", "--aug-views", "1", "--shape-cues", "on",
+                          "--swap-background", "0.5"])
+    out = tmp_path / "resnet18"
+    best = load_checkpoint(out / "best.pt")
+    assert best["shape_cues"] is True and best["config"]["shape_cues"] == "on"
+    metrics = fileio.read_json(out / "metrics.json")
+    assert metrics["shape_cues"] == "on" and metrics["swap_background"] == 0.5 == best["config"]["swap_background"]
+    assert "shape cues: on" in (out / "classification_report.txt").read_text()
+    clf = load_classifier(out)
+    assert clf.shape_cues and clf.preprocess([read_rgb(next(processed_dir.glob("test/*/*.png")))]).shape[1] == 7
+    assert clf.model.head.cues[-1].weight.abs().sum() > 0, "the cue network trained"
+    groups = load_checkpoint(out / "last.pt")["optimizer"]["param_groups"]
+    assert [g["lr"] for g in groups] == [1e-4, 1e-3], "the new cue network trains at ten times the lr"
+    assert len(groups[1]["params"]) == 4  # its two layers' weights and biases
+    assert_reloads_and_reproduces(out, processed_dir)
+    if finetune == "head":  # the cached embeddings end in the cues of each crop as photographed
+        (cache,) = (tmp_path / ".embeddings").glob("*.pt")
+        train = split_frame(load_manifest(processed_dir), "train")
+        clean = torch.load(cache, weights_only=True)["train"][0]
+        expected = np.stack([cue_vector(read_rgb(processed_dir / p)) for p in train["path"]])
+        assert np.allclose(clean[:, -4:].numpy(), expected, atol=1e-6)
+
+
+def test_head_mode_writes_the_frozen_backbone_once(processed_dir, tmp_path, monkeypatch):
+    """A better epoch saves the head alone (best_head.pt); best.pt, backbone included, is written once at the end."""
+    from microplastics.deep import checkpoint
+
+    saved, save = [], checkpoint.save
+
+    def recording_save(obj, path):
+        saved.append((Path(path).name, sum(v.numel() for k, v in obj.get("state_dict", {}).items())))
+        save(obj, path)
+    monkeypatch.setattr(checkpoint, "save", recording_save)
+    main_for("resnet50")(["--data", str(processed_dir), "--results", str(tmp_path), *TINY, "--arch", "resnet18",
+                          "--epochs", "4", "--patience", "4", "--lr", "1e-3", "--aug-views", "0"])
+    out = tmp_path / "resnet18"
+    history = pd.read_csv(out / "history.csv")
+    better = int((history["val_loss"] == history["val_loss"].cummin()).sum())
+    assert better >= 2, "the test needs more than one better epoch"
+    names = [name for name, _ in saved]
+    assert names.count("best_head.pt") == better and names.count("last.pt") == len(history) == 4
+    assert names.count("best.pt") == 1 and names[-1] == "best.pt"
+    assert not (out / "best_head.pt").exists(), "the staging head is gone once best.pt holds it"
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["epoch"] == int(history["val_loss"].idxmin()) + 1  # the best epoch's head, not the last one's
+    assert_reloads_and_reproduces(out, processed_dir)

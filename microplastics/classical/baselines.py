@@ -33,6 +33,7 @@ from microplastics.core import fileio, provenance
 from microplastics.results import metrics
 from microplastics.core.cli import ArgumentParser, UserError, add_workers_argument, finite_float, one_line
 from microplastics.data.augment import AUGMENT_CHOICES
+from microplastics.data.background_swap import check_swap_probability
 from microplastics.data.scale import check_scale_augment
 from microplastics.data.mixing import check_fraction, mixed_train
 from microplastics.classical.features import (FEATURE_KINDS, FeatureSettings, augmented_features, dataset_features,
@@ -283,11 +284,13 @@ def augment_train(data_dir: Path, train: SplitData, settings: FeatureSettings, a
                   ) -> tuple[np.ndarray, list[str]] | None:
     """Features of ``--aug-copies`` augmented copies of every training crop: robust-augmented
     (``--augment robust``), rescaled to random magnifications first (``--scale-augment``), or both."""
-    scale_augment = getattr(args, "scale_augment", 1.0)  # callers from before the option pass none
-    if args.augment == "none" and scale_augment <= 1:
+    scale_augment = getattr(args, "scale_augment", 1.0)  # callers from before the options pass none
+    swap = getattr(args, "swap_background", 0.0)
+    if args.augment == "none" and scale_augment <= 1 and swap <= 0:
         return None
     X = augmented_features([data_dir / p for p in train.paths], settings, args.aug_copies, args.seed,
-                           workers=args.workers, robust=args.augment != "none", scale_augment=scale_augment)
+                           workers=args.workers, robust=args.augment != "none", scale_augment=scale_augment,
+                           swap_background=swap)
     return X, [label for label in train.labels for _ in range(args.aug_copies)]
 
 
@@ -379,6 +382,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale-augment", type=finite_float, default=1.0, metavar="FACTOR",
                         help="for uncalibrated photos: the augmented copies are first rescaled by a random factor in "
                              "[1/FACTOR, FACTOR] (another magnification); 1: off (docs/scale.md)")
+    parser.add_argument("--swap-background", type=finite_float, default=0.0, metavar="P",
+                        help="for other labs' filters: each augmented copy is put, with probability P, on a random "
+                             "filter (colours, paper, membrane, mesh, debris, sludge), the particle kept; 0: off "
+                             "(docs/generalisation.md)")
     parser.add_argument("--shape-cues", choices=("on", "off"), default=SHAPE_CUES_DEFAULT,
                         help="add the shape cues (elongation, skeleton length over width, curl, skeleton ends; "
                              "independent of colour, contrast and magnification) to any --features kind")
@@ -398,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = list(dict.fromkeys(args.models))
     data_dir = Path(args.data)
     check_scale_augment(args.scale_augment)
+    check_swap_probability(args.swap_background)
     settings = FeatureSettings(kind=args.features, shape_cues=args.shape_cues == "on")
     crop_um_per_px = dataset.recorded_crop_scale(data_dir)
     manifest, splits, feature_info = load_features(data_dir, settings, args.workers, use_cache=not args.no_cache,
@@ -413,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "n_features": len(feature_names(settings=settings)), "feature_cache": feature_info,
               "balance": args.balance, "seed": args.seed, "workers": args.workers, "classes": classes,
               "augment": args.augment, "scale_augment": args.scale_augment, "shape_cues": args.shape_cues,
+              "swap_background": args.swap_background,
               "aug_copies": args.aug_copies if train_extra is not None else 0, "crop_um_per_px": crop_um_per_px,
               "n": {s: len(splits[s].labels) for s in dataset.SPLITS}, "mix_synthetic": mixed,
               "manifest_digest": digest, "split_fingerprint": fingerprint,

@@ -35,13 +35,14 @@ import cv2
 import numpy as np
 from joblib import Parallel, delayed
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
-from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops, shannon_entropy
 from tqdm import tqdm
 
 from microplastics.core import fileio
 from microplastics.core.errors import InputError
 from microplastics.data.dataset import settings_digest
+from microplastics.data.shape_cues import (SHAPE_CUE_NAMES, cue_mask, normalised_intensity,  # noqa: F401
+                                           robust_mask, shape_cue_features)
 from microplastics.core.images import ImageReadError, border_pixels, particle_mask, read_rgb, to_uint8
 
 FEATURE_KINDS = ("original", "full", "robust")
@@ -287,26 +288,6 @@ def robust_features(rgb_native: np.ndarray) -> np.ndarray:
     return np.nan_to_num(vector, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def normalised_intensity(gray: np.ndarray) -> np.ndarray:
-    """(gray - background level) / spread: the same for any gain, offset or contrast of the light."""
-    background = float(np.median(border_pixels(gray)))
-    low, high = np.percentile(gray, [2, 98])
-    return (gray - background) / max(float(high - low), 4.0)
-
-
-def robust_mask(z: np.ndarray) -> np.ndarray:
-    """The particle: pixels far from the background level (either side), largest piece kept."""
-    far = np.abs(z)
-    if far.max() <= 0:
-        return np.zeros(z.shape, dtype=bool)
-    mask = far > max(0.25, float(threshold_otsu(far)) if far.min() < far.max() else 0.25)
-    labels = label(mask, connectivity=2)
-    if labels.max() == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == (int(np.argmax(sizes)) + 1)
-
-
 def intensity_shape_stats(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
     values = z.ravel().astype(np.float64)
     skew, _ = moments(values)
@@ -351,57 +332,6 @@ def fixed_scale_texture(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
                      graycoprops(glcm, "correlation").mean(), float(lap.var())])
 
 
-# ---------------------------------------------------------------- shape cues: the same in every lab
-
-# The longer side the crop is brought to before its particle is segmented: the cues are ratios,
-# so a fixed size makes them the same at any magnification, and skeletons of 96 px cost little.
-CUE_SIZE = 96
-SHAPE_CUE_NAMES = ("cue_elongation", "cue_slenderness", "cue_curl", "cue_skeleton_ends")
-
-
-def cue_mask(rgb_native: np.ndarray) -> np.ndarray:
-    """The particle of a crop at CUE_SIZE px on its longer side, from contrast-normalised intensity
-    (``normalised_intensity``, ``robust_mask``): neither the light, the colour nor the contrast matter."""
-    h, w = rgb_native.shape[:2]
-    factor = CUE_SIZE / max(h, w)
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    rgb = cv2.resize(rgb_native, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
-    gray = cv2.GaussianBlur(rgb.astype(np.float32).mean(axis=2), (0, 0), ROBUST_SMOOTH_SIGMA)
-    if min(gray.shape) < 5:  # too thin for a border frame: the crop is the particle
-        return np.ones(gray.shape, dtype=bool)
-    return robust_mask(normalised_intensity(gray))
-
-
-def shape_cue_features(mask: np.ndarray) -> np.ndarray:
-    """SHAPE_CUE_NAMES of one particle mask, every one a ratio of lengths (no unit):
-
-    - elongation: 1 - Feret min / Feret max (0 for a disc, towards 1 for a fibre);
-    - slenderness: skeleton length / mean width (``measure.fibre_length``; 1 for a disc);
-    - curl: 1 - Feret max / skeleton length, at least 0 (0 for a straight fibre, 1 - 2/pi for a
-      half circle: how far the particle bends away from a straight line);
-    - skeleton ends: the skeleton's end points (2 for a fibre, 0 for a ring, more for a branched piece).
-    """
-    from microplastics.find.measure import feret_diameters, fibre_length
-
-    if not mask.any():
-        return np.zeros(len(SHAPE_CUE_NAMES))
-    feret_max, feret_min = feret_diameters(mask)
-    length, width = fibre_length(mask)
-    elongation = 1.0 - feret_min / feret_max if feret_max else 0.0
-    slenderness = length / width if width else 0.0
-    curl = max(0.0, 1.0 - feret_max / length) if length else 0.0
-    return np.array([elongation, slenderness, curl, skeleton_ends(mask)])
-
-
-def skeleton_ends(mask: np.ndarray) -> float:
-    """End points of the mask's skeleton: skeleton pixels with exactly one of 8 neighbours on it."""
-    from skimage.morphology import skeletonize
-
-    sk = skeletonize(mask).astype(np.uint8)
-    neighbours = cv2.filter2D(sk, -1, np.ones((3, 3), np.float32), borderType=cv2.BORDER_CONSTANT) - sk
-    return float(((sk == 1) & (neighbours == 1)).sum())
-
-
 # ---------------------------------------------------------------- many crops
 
 def _features_of_files(paths: Sequence[str], start: int, settings: FeatureSettings) -> np.ndarray:
@@ -409,8 +339,10 @@ def _features_of_files(paths: Sequence[str], start: int, settings: FeatureSettin
 
 
 def _augmented_features_of_files(paths: Sequence[str], start: int, settings: FeatureSettings,
-                                 seed: int, copies: int, robust: bool, scale_augment: float) -> np.ndarray:
+                                 seed: int, copies: int, robust: bool, scale_augment: float,
+                                 swap_background: float = 0.0) -> np.ndarray:
     from microplastics.data.augment import RobustAugmenter, item_seed
+    from microplastics.data.background_swap import swap_background as swap_filter
     from microplastics.data.scale import random_rescale
 
     augment = RobustAugmenter(seed)
@@ -420,6 +352,9 @@ def _augmented_features_of_files(paths: Sequence[str], start: int, settings: Fea
         for view in range(copies):
             # the magnification drawn first, from its own seed, so it does not shift the robust draws
             copy = random_rescale(image, scale_augment, np.random.default_rng(item_seed(seed + 1, view, index)))
+            if swap_background > 0:  # another filter under the particle, from a seed of its own too
+                rng = np.random.default_rng(item_seed(seed + 2, view, index))
+                copy = swap_filter(copy, rng) if rng.random() < swap_background else copy
             rows.append(extract_features(augment(copy, view, index) if robust else copy, settings=settings))
     return np.stack(rows)
 
@@ -458,9 +393,10 @@ def extract_from_files(paths: Sequence[str | Path], settings: FeatureSettings, w
 
 def augmented_features(paths: Sequence[str | Path], settings: FeatureSettings, copies: int, seed: int,
                        workers: int = 1, progress: bool = True, robust: bool = True,
-                       scale_augment: float = 1.0) -> np.ndarray:
+                       scale_augment: float = 1.0, swap_background: float = 0.0) -> np.ndarray:
     """Features of ``copies`` augmented versions of each image, (len(paths) * copies, d): robust-augmented
-    (``robust``) and, with ``scale_augment`` F > 1, first rescaled by a random factor in [1/F, F].
+    (``robust``) and, with ``scale_augment`` F > 1, first rescaled by a random factor in [1/F, F]; with
+    ``swap_background`` P > 0 then put on another filter with probability P (``data.background_swap``).
 
     Rows are ordered crop by crop (all copies of crop 0, then of crop 1, ...); copy ``v`` of
     crop ``i`` is drawn with a seed made of (seed, v, i), so the matrix does not depend on
@@ -470,7 +406,7 @@ def augmented_features(paths: Sequence[str | Path], settings: FeatureSettings, c
     if not paths or copies < 1:
         return np.zeros((0, len(feature_names(settings=settings))))
     return _in_chunks(_augmented_features_of_files, paths, settings, seed, copies, robust, scale_augment,
-                      workers=workers, desc=f"augmented {settings.kind} features", progress=progress)
+                      swap_background, workers=workers, desc=f"augmented {settings.kind} features", progress=progress)
 
 
 def cache_key(manifest_digest: str, settings: FeatureSettings) -> str:

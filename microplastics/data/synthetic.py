@@ -117,7 +117,7 @@ def draw_photo(seed: int, index: int, size: tuple[int, int],
     rng = np.random.default_rng([seed, index, 1])
     height, width = size
     look = np.random.default_rng([seed, index, 2]) if randomise else None
-    canvas = _random_background(look, height, width) if look is not None else _background(rng, height, width)
+    canvas = random_filter(look, height, width) if look is not None else _background(rng, height, width)
     particles = [draw_particle(label, rng) for label in photo_classes(seed, index, randomise)]
     inside = None
     if look is not None:
@@ -450,7 +450,7 @@ FILTERS = {  # base colour of common filter types: cellulose, glass fibre, colou
 TEXTURES = ("blotchy", "paper", "membrane", "mesh", "smooth")
 
 
-def _random_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def random_filter(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A filter of random colour and texture, with debris and, often, sludge-like clutter."""
     names = list(FILTERS)
     base = np.array(FILTERS[names[int(rng.integers(len(names)))]], np.float32)

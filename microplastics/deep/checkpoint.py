@@ -60,10 +60,11 @@ def check_keys(ckpt: dict[str, Any], path: str | Path, keys: dict[str, type | tu
 
 def describe(spec: ArchSpec, classes: Sequence[str], image_size: int, mean: Sequence[float],
              std: Sequence[float], weights: str, config: dict[str, Any],
-             input_norm: str = "imagenet") -> dict[str, Any]:
+             input_norm: str = "imagenet", shape_cues: bool = False) -> dict[str, Any]:
     """The self-description shared by best.pt and last.pt."""
     return {"format": FORMAT, "arch": spec.name, "classes": list(classes), "image_size": int(image_size),
             "mean": [float(m) for m in mean], "std": [float(s) for s in std], "input_norm": input_norm,
+            "shape_cues": bool(shape_cues),
             "weights": weights,
             # through JSON: the config becomes plain str/int/float/list/dict, which weights_only accepts
             "config": json.loads(json.dumps(config, default=str))}
@@ -85,18 +86,20 @@ class LoadedClassifier:
     device: str = "cpu"
     input_norm: str = "imagenet"
     amp_dtype: torch.dtype | None = None  # autocast of the forward pass (None: fp32), see ``precision``
+    shape_cues: bool = False  # the preset appends the shape-cue channels the model takes
     preset: EvalPreset = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.preset = EvalPreset(self.image_size, self.mean, self.std, input_norm=self.input_norm)
+        self.preset = EvalPreset(self.image_size, self.mean, self.std, input_norm=self.input_norm,
+                                 shape_cues=self.shape_cues)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """The eval preset applied to RGB uint8 arrays: a (B, 3, S, S) tensor on the model's device."""
+        """The eval preset applied to RGB uint8 arrays: a (B, C, S, S) tensor on the model's device."""
         return batch_tensor(images, self.preset).to(self.device)
 
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor, batch_size: int = 32) -> np.ndarray:
-        """Softmax probabilities of an already preprocessed (B, 3, S, S) batch, ``batch_size`` at a time."""
+        """Softmax probabilities of an already preprocessed (B, C, S, S) batch, ``batch_size`` at a time."""
         out = [torch.softmax(self.logits(batch[i:i + batch_size]), dim=1).cpu()
                for i in range(0, len(batch), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
@@ -104,7 +107,7 @@ class LoadedClassifier:
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """fp32 logits; only the backbone runs under ``amp_dtype``, the small head in fp32 as in training."""
         with autocast_for(torch.device(self.device), self.amp_dtype):
-            embedding = self.model.backbone(batch)
+            embedding = self.model.embed(batch)
         return self.model.head(embedding.float()).float()
 
     def predict_proba(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
@@ -114,10 +117,11 @@ class LoadedClassifier:
         return np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), dtype=np.float32)
 
 
-def build_from_state(spec: ArchSpec, num_classes: int, image_size: int, state: dict[str, torch.Tensor]) -> nn.Module:
+def build_from_state(spec: ArchSpec, num_classes: int, image_size: int, state: dict[str, torch.Tensor],
+                     shape_cues: bool = False) -> nn.Module:
     """Build on the meta device and adopt the saved tensors: no slow random initialisation."""
     with torch.device("meta"):
-        model = spec.build(num_classes, "none", image_size)
+        model = spec.build(num_classes, "none", image_size, shape_cues=shape_cues)
     model.load_state_dict(state, assign=True)
     return model
 
@@ -135,8 +139,12 @@ def load_classifier(model_dir: str | Path, device: str = "cpu", precision: str |
     if not ckpt["classes"] or not all(isinstance(c, str) for c in ckpt["classes"]):
         raise InputError(f"{path}: 'classes' must be a non-empty list of class names; train the model again")
     spec = get_spec(ckpt["arch"])
+    shape_cues = ckpt.get("shape_cues", False)  # checkpoints from before --shape-cues have none
+    if not isinstance(shape_cues, bool):
+        raise InputError(f"{path}: 'shape_cues' must be true or false, not {shape_cues!r}; train the model again")
     try:
-        model = build_from_state(spec, len(ckpt["classes"]), ckpt["image_size"], ckpt["state_dict"])
+        model = build_from_state(spec, len(ckpt["classes"]), ckpt["image_size"], ckpt["state_dict"],
+                                 shape_cues=shape_cues)
     except (RuntimeError, KeyError, TypeError, ValueError) as err:  # e.g. a class count its weights do not have
         raise InputError(f"{path}: its weights do not fit a {spec.name} with {len(ckpt['classes'])} classes at "
                         f"{ckpt['image_size']} px ({one_line(err)[:200]}); train the model again") from None
@@ -146,7 +154,8 @@ def load_classifier(model_dir: str | Path, device: str = "cpu", precision: str |
                             weights=ckpt["weights"], config=dict(ckpt["config"]), device=str(device),
                             # checkpoints written before --input-norm existed used ImageNet's
                             input_norm=str(ckpt.get("input_norm", "imagenet")),
-                            amp_dtype=_amp_dtype(precision, ckpt["config"], torch.device(device)))
+                            amp_dtype=_amp_dtype(precision, ckpt["config"], torch.device(device)),
+                            shape_cues=shape_cues)
 
 
 def _amp_dtype(precision: str | None, config: dict[str, Any], device: torch.device) -> torch.dtype | None:

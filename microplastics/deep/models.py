@@ -10,6 +10,11 @@ to logits. That split is what lets the engine cache embeddings when the backbone
 
 ``model.backbone`` is the torchvision (or timm) model itself with its original head replaced by
 ``nn.Identity``, so its usual attribute names (``features``, ``layer4``, ``encoder``, ``blocks``...) hold.
+
+Built with ``shape_cues=True`` the classifier takes the cue channels that the presets append
+(``transforms.with_cue_channels``): ``embed`` gives the backbone the RGB channels and appends the
+cues to its embedding, and the head is a ``CueFusionHead``, the architecture's own head plus a small
+network of the cues whose logits add to it.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import torchvision
 from torch import nn
 from torchvision.models import vision_transformer as tv_vit
 
+from microplastics.data.shape_cues import SHAPE_CUE_NAMES
 from microplastics.deep import lite0
 from microplastics.core.errors import InputError
 
@@ -54,15 +60,57 @@ def load_weights_only(path: str | Path, remedy: str) -> Any:
 
 
 class Classifier(nn.Module):
-    """backbone (images -> embedding) followed by head (embedding -> logits)."""
+    """backbone (images -> embedding) followed by head (embedding -> logits).
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    ``cue_channels`` > 0: the input's channels after the first three are shape cues, constant over
+    the image; ``embed`` appends their values to the backbone's embedding."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, cue_channels: int = 0) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.cue_channels = int(cue_channels)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head takes: the backbone's embedding, then the shape cues when the model has them."""
+        if not self.cue_channels:
+            return self.backbone(x)
+        cues = x[:, 3:, 0, 0].float()  # each channel holds one cue's value, everywhere
+        return torch.cat([self.backbone(x[:, :3]).float(), cues], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.head(self.embed(x))
+
+
+class Embedder(nn.Module):
+    """``classifier.embed`` as a module of its own: what the frozen-backbone pass runs in head mode."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.embed(x)
+
+
+CUE_HIDDEN = 32
+
+
+class CueFusionHead(nn.Module):
+    """The architecture's head on the backbone's embedding, plus an MLP of the shape cues; their logits add.
+
+    The architecture's head stays as it is (VGG's pretrained fc6 and fc7 included), so the cues cannot
+    disturb what ImageNet taught it; the cue network learns what the cues add, from zero logits at the start."""
+
+    def __init__(self, head: nn.Module, embed_features: int, cue_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.head, self.embed_features = head, int(embed_features)
+        self.cues = nn.Sequential(nn.Linear(cue_features, CUE_HIDDEN), nn.ReLU(), nn.Linear(CUE_HIDDEN, num_classes))
+        nn.init.zeros_(self.cues[-1].weight)
+        nn.init.zeros_(self.cues[-1].bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(z[:, :self.embed_features]) + self.cues(z[:, self.embed_features:].float())
 
 
 def vit_reshape_transform(tokens: torch.Tensor) -> torch.Tensor:
@@ -97,8 +145,10 @@ class ArchSpec:
         return vit_reshape_transform if self.family == "vit" else None
 
     # -- construction -------------------------------------------------------------------------
-    def build(self, num_classes: int, weights: str = "none", image_size: int | None = None) -> Classifier:
-        """The full model: backbone with ``weights`` ("imagenet", "none" or a file) and a new head."""
+    def build(self, num_classes: int, weights: str = "none", image_size: int | None = None,
+              shape_cues: bool = False) -> Classifier:
+        """The full model: backbone with ``weights`` ("imagenet", "none" or a file) and a new head;
+        with ``shape_cues`` a ``CueFusionHead`` that also takes the presets' cue channels."""
         image_size = int(image_size or self.default_image_size)
         self.check_image_size(image_size)
         net = self._torchvision_model(image_size)
@@ -108,7 +158,15 @@ class ArchSpec:
         head_attr = _head_attribute(net)
         old_head = getattr(net, head_attr)
         setattr(net, head_attr, nn.Identity())
-        return Classifier(net, self._new_head(old_head, num_classes))
+        head = self._new_head(old_head, num_classes)
+        if not shape_cues:
+            return Classifier(net, head)
+        if any(type(m).__name__ == "LayerNorm2d" for m in head.modules()):  # ConvNeXt: a (B, C, 1, 1) embedding
+            raise InputError(f"--shape-cues on needs a backbone whose embedding is a vector; {self.name}'s is a "
+                             "feature map")
+        first = next(m for m in head.modules() if isinstance(m, nn.Linear))
+        return Classifier(net, CueFusionHead(head, first.in_features, len(SHAPE_CUE_NAMES), num_classes),
+                          cue_channels=len(SHAPE_CUE_NAMES))
 
     def check_image_size(self, image_size: int) -> None:
         if image_size < 16:

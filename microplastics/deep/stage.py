@@ -26,25 +26,31 @@ from microplastics.data.balance import smote_resample, too_small_for_smote
 from microplastics.core.cli import ArgumentParser, UserError, add_device_argument, add_workers_argument, finite_float
 from microplastics.data.dataset import (class_names, load_manifest, manifest_digest, recorded_crop_scale,
                                         split_fingerprint, split_frame)
+from microplastics.data.background_swap import check_swap_probability
 from microplastics.data.scale import check_scale_augment
 from microplastics.core.seeds import item_seed
 from microplastics.data.mixing import check_fraction, mixed_train
 from microplastics.deep.embeddings import CropDataset, cache_key, cached_embeddings, compute_embeddings
 from microplastics.results.metrics import write_evaluation
-from microplastics.deep.models import (IMAGENET_MEAN, IMAGENET_STD, ArchSpec, count_parameters, describe_weights,
-                                       get_spec)
+from microplastics.deep.models import (IMAGENET_MEAN, IMAGENET_STD, ArchSpec, CueFusionHead, Embedder,
+                                       count_parameters, describe_weights, get_spec)
 from microplastics.deep.precision import PRECISIONS, memory_format_for, precision_name, resolve_precision
 from microplastics.deep.transforms import INPUT_NORMS, TRAIN_AUGMENTS, EvalPreset, TrainPreset
 
 CONFIG_NAME = "config.json"
 # options added after the first release, with the value runs and caches made before them had
 LATER_OPTIONS = {"augment": "study", "input_norm": "imagenet", "precision_used": "fp32", "scale_augment": 1.0,
-                 "mix_synthetic": 0.0, "val_augment": "off"}
+                 "mix_synthetic": 0.0, "val_augment": "off", "shape_cues": "off",
+                 "swap_background": 0.0}
+# The shape-cue network (--shape-cues on) trains at this multiple of --lr: it is new, small and starts at
+# zero, and at a fine-tuning's lr of 1e-4 its logits stayed a fiftieth of the head's after 8 epochs.
+CUE_LR_FACTOR = 10.0
 # the seed stream of the augmented validation copy (--val-augment on): apart from every epoch's and view's
 VAL_AUGMENT_STREAM = 10**7
 # what --resume reads from last.pt, with the type each must have
 LAST_KEYS = {"config": dict, "trainable_state": dict, "optimizer": dict, "scheduler": dict, "stopper": dict,
              "rng": dict, "epoch": int, "history": list, "train_seconds": float}
+BEST_HEAD_NAME = "best_head.pt"  # head mode, while training: the best epoch's head alone
 OUTPUT_FILES = ("config.json", "history.csv", "curves.png", "metrics.json", "predictions.csv",
                 "classification_report.txt", "confusion_matrix.png", "best.pt", "last.pt")
 
@@ -139,6 +145,14 @@ def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
       help="what early stopping, the LR schedule and best.pt are judged on. off: the clean val crops; on: the "
            "clean val crops and one copy of them under the training augmentation (drawn once, with --seed), so "
            "the epoch kept is the one that also holds up under the conditions trained for (docs/robustness.md)")
+    a("--shape-cues", choices=("off", "on"), default="off",
+      help="on: the head also takes the particle's shape cues (elongation, skeleton length over width, curl, "
+           "skeleton ends), measured on each crop as photographed: ratios with no colour, contrast or "
+           "magnification in them, the features that hold across labs (docs/generalisation.md)")
+    a("--swap-background", type=finite_float, default=0.0, metavar="P",
+      help="training augmentation for other labs' filters: with probability P a training crop's filter is "
+           "replaced by a random one (colours, paper, membrane, mesh, debris, sludge) and its particle kept; "
+           "0: off (docs/generalisation.md)")
     a("--aug-views", type=int, default=p.aug_views, help="head mode: augmented views of each training crop embedded "
                                                "once, besides the clean view")
     a("--mix-synthetic", type=finite_float, default=0.0, metavar="FRACTION",
@@ -178,6 +192,7 @@ def resolve_config(args: argparse.Namespace, preset: str) -> dict[str, Any]:
     if args.lr <= 0:
         raise UserError("--lr must be positive")
     check_scale_augment(args.scale_augment)
+    check_swap_probability(args.swap_background)
     check_fraction(args.mix_synthetic)
     fileio.check_output_dir(args.results, "--results")
     if args.cache_dir:
@@ -188,6 +203,8 @@ def resolve_config(args: argparse.Namespace, preset: str) -> dict[str, Any]:
     cfg.update(preset=preset, arch=spec.name, family=spec.family, balance=balance, image_size=image_size,
                mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), lr_factor=0.5, lr_patience=3,
                optimizer="Adam", torch=str(torch.__version__))
+    if args.shape_cues == "on":
+        cfg["cue_lr_factor"] = CUE_LR_FACTOR
     return cfg
 
 
@@ -255,9 +272,11 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
         if not s.paths:
             raise UserError(f"the {name} split of {root} is empty; rebuild it with data-preprocessing.py")
     size, seed = cfg["image_size"], cfg["seed"]
-    eval_preset = EvalPreset(size, cfg["mean"], cfg["std"], input_norm=cfg["input_norm"])
+    cues = cfg["shape_cues"] == "on"
+    eval_preset = EvalPreset(size, cfg["mean"], cfg["std"], input_norm=cfg["input_norm"], shape_cues=cues)
     train_preset = TrainPreset(size, cfg["mean"], cfg["std"], augment=cfg["augment"], input_norm=cfg["input_norm"],
-                               scale_augment=cfg["scale_augment"])
+                               scale_augment=cfg["scale_augment"], shape_cues=cues,
+                               swap_background=cfg["swap_background"])
     pin, workers = device.type == "cuda", cfg["workers"]
     out: dict[str, Any] = {"test": test, "embedding": None}
     # what validation judges: the clean val crops, and with --val-augment on one seeded augmented copy
@@ -287,7 +306,8 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
 
     def compute() -> dict[str, torch.Tensor]:
         layout = memory_format_for(spec.family)
-        backbone = model.backbone.to(device, memory_format=layout)
+        model.backbone.to(device, memory_format=layout)
+        backbone = Embedder(model)  # the backbone's embedding, and the shape cues when the model takes them
 
         def run(ds, desc):
             emb, st = compute_embeddings(backbone, ds, batch_size=cfg["embed_batch_size"], device=device,
@@ -334,6 +354,14 @@ def load_data(cfg: dict[str, Any], spec: ArchSpec, model: nn.Module, manifest, c
 
 
 # -- the run --------------------------------------------------------------------------------------
+def parameter_groups(trainable: nn.Module, lr: float, cue_lr_factor: float) -> list[dict[str, Any]]:
+    """Adam's parameter groups: everything trainable at ``lr``, a shape-cue network at ``lr * cue_lr_factor``."""
+    cue_params = [p for m in trainable.modules() if isinstance(m, CueFusionHead) for p in m.cues.parameters()]
+    cue_ids = {id(p) for p in cue_params}
+    groups = [{"params": [p for p in trainable.parameters() if p.requires_grad and id(p) not in cue_ids], "lr": lr}]
+    return groups + ([{"params": cue_params, "lr": lr * cue_lr_factor}] if cue_params else [])
+
+
 def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     return torch.tensor(len(labels) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
@@ -341,6 +369,19 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def best_head_of(last: dict[str, Any] | None, out_dir: Path) -> dict[str, Any]:
+    """Head mode, resuming: the best epoch's head so far, from the stopped run's best_head.pt (or the
+    best.pt that versions writing it at every better epoch left); empty for a fresh run."""
+    if last is None or last["stopper"].get("best_epoch", 0) == 0:
+        return {}
+    if (out_dir / BEST_HEAD_NAME).is_file():
+        saved = checkpoint.load(out_dir / BEST_HEAD_NAME)["best_head"]
+        return {"state": dict(saved["state"]), "epoch": int(saved["epoch"])}
+    best = checkpoint.load(out_dir / checkpoint.BEST_NAME)
+    head = {k[len("head."):]: v for k, v in best["state_dict"].items() if k.startswith("head.")}
+    return {"state": head, "epoch": int(best.get("epoch", last["stopper"]["best_epoch"]))}
 
 
 def check_resume(last: dict[str, Any], cfg: dict[str, Any]) -> None:
@@ -391,7 +432,7 @@ def _run(args: argparse.Namespace, cfg: dict[str, Any], info: engine.DistInfo) -
     if last is not None:
         checkpoint.check_keys(last, last_path, LAST_KEYS)
         check_resume(last, cfg)
-    model = spec.build(len(classes), cfg["weights"], cfg["image_size"])
+    model = spec.build(len(classes), cfg["weights"], cfg["image_size"], shape_cues=cfg["shape_cues"] == "on")
     if not info.is_main:
         return _train(cfg, info, device, manifest, classes, spec, model, last, None, amp, frozen_amp)
     # The run writes into a staging folder that replaces out_dir only when it has finished: until
@@ -482,8 +523,7 @@ def _train(cfg: dict[str, Any], info: engine.DistInfo, device: torch.device, man
         module = nn.parallel.DistributedDataParallel(
             trainable, device_ids=[device.index] if device.type == "cuda" else None)
 
-    params = [p for p in trainable.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg["lr"])
+    optimizer = torch.optim.Adam(parameter_groups(trainable, cfg["lr"], cfg.get("cue_lr_factor", 1.0)), lr=cfg["lr"])
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg["lr_factor"],
                                                            patience=cfg["lr_patience"])
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
@@ -508,19 +548,32 @@ def _train(cfg: dict[str, Any], info: engine.DistInfo, device: torch.device, man
         print(f"trainable parameters: {count_parameters(trainable, trainable_only=True):,}", flush=True)
 
     meta = checkpoint.describe(spec, classes, cfg["image_size"], cfg["mean"], cfg["std"], cfg["weights_used"], cfg,
-                               input_norm=cfg["input_norm"])
+                               input_norm=cfg["input_norm"], shape_cues=cfg["shape_cues"] == "on")
     criterion = nn.CrossEntropyLoss(
         weight=(class_weights(data["train_labels"], len(classes)).to(device)
                 if cfg["balance"] == "class-weight" else None))
+
+    # Head mode writes only the head at a better epoch (best_head.pt) and best.pt, backbone included,
+    # once the epochs are over: rewriting the frozen backbone every time cost ResNet50 100 MB a time
+    # for a 4 MB head. A resumed run reads the best head back from the staging folder.
+    best_head: dict[str, Any] = {}
+    if trainable is not model and info.is_main:
+        best_head.update(best_head_of(last, out_dir))
+
+    def write_best(state_dict: dict[str, torch.Tensor], epoch: int) -> None:
+        checkpoint.save({**meta, "state_dict": state_dict, "epoch": epoch, "val_loss": stopper.best_loss},
+                        out_dir / checkpoint.BEST_NAME)
 
     def on_epoch_end(st: engine.FitState, improved: bool) -> None:
         if not info.is_main:
             return
         trainable_state = full_state_dict(trainable)
-        if improved:  # the whole model, loadable alone; written only when val improves
-            whole = trainable_state if trainable is model else full_state_dict(model)  # full mode: one copy
-            checkpoint.save({**meta, "state_dict": whole, "epoch": st.epoch,
-                             "val_loss": stopper.best_loss}, out_dir / checkpoint.BEST_NAME)
+        if improved and trainable is model:  # full mode: the whole model, loadable alone, at every better epoch
+            write_best(trainable_state, st.epoch)
+        elif improved:
+            best_head.update(state=trainable_state, epoch=st.epoch)
+            checkpoint.save({**meta, "best_head": best_head}, out_dir / BEST_HEAD_NAME)
+            best_head["state"] = {k: v.clone() for k, v in trainable_state.items()}  # training goes on in place
         checkpoint.save({**meta, "finetune": cfg["finetune"],
                          "trainable_state": trainable_state, "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
@@ -540,6 +593,10 @@ def _train(cfg: dict[str, Any], info: engine.DistInfo, device: torch.device, man
                            scheduler=scheduler, stopper=stopper, state=state, epochs=cfg["epochs"], device=device,
                            seed=cfg["seed"], scaler=scaler, amp_dtype=amp, on_epoch_end=on_epoch_end, info=info,
                            progress=progress)
+        if info.is_main and best_head:  # head mode: the whole model with the best epoch's head, written once
+            model.head.load_state_dict(best_head["state"])
+            write_best(full_state_dict(model), int(best_head["epoch"]))
+            (out_dir / BEST_HEAD_NAME).unlink(missing_ok=True)
         info.barrier()
         if info.is_main:
             test_and_report(model, spec, cfg, data, classes, manifest, out_dir, state, stopper, device, amp,
@@ -566,7 +623,8 @@ def test_and_report(model: nn.Module, spec: ArchSpec, cfg: dict[str, Any], data:
     extra = {"arch": spec.name, "preset": cfg["preset"], "finetune": cfg["finetune"], "balance": cfg["balance"],
              "image_size": cfg["image_size"], "aug_views": cfg["aug_views"] if cfg["finetune"] == "head" else None,
              "augment": cfg["augment"], "input_norm": cfg["input_norm"], "mix_synthetic": cfg["mix_synthetic"],
-             "val_augment": cfg["val_augment"],
+             "val_augment": cfg["val_augment"], "shape_cues": cfg["shape_cues"],
+             "swap_background": cfg["swap_background"],
              "epochs_run": state.epoch, "best_epoch": stopper.best_epoch, "best_val_loss": stopper.best_loss,
              "device": cfg["device_used"], "world_size": cfg["world_size"], "amp": cfg["amp"],
              "precision": cfg["precision_used"],
@@ -577,7 +635,8 @@ def test_and_report(model: nn.Module, spec: ArchSpec, cfg: dict[str, Any], data:
                         "setup_seconds": embed_seconds, "epoch_seconds": state.train_seconds}}
     footer = (f"\nweights: {cfg['weights_used']}\nfinetune: {cfg['finetune']}, balance: {cfg['balance']}, "
               f"image size: {cfg['image_size']}, augment: {cfg['augment']}, "
-              f"input norm: {cfg['input_norm']}, best epoch: {stopper.best_epoch} of {state.epoch}\n")
+              f"input norm: {cfg['input_norm']}, shape cues: {cfg['shape_cues']}, "
+              f"best epoch: {stopper.best_epoch} of {state.epoch}\n")
     m = write_evaluation(out_dir, model=spec.name, classes=classes, paths=test.paths,
                          y_true=[classes[i] for i in test.labels], y_pred=[classes[i] for i in probs.argmax(1)],
                          probs=probs, split_fingerprint=split_fingerprint(manifest, "test"),

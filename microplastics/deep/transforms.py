@@ -9,6 +9,13 @@ Two input normalisations (``--input-norm``, stored in the checkpoint):
 - ``imagenet``: the fixed ImageNet mean and std, what the pretrained weights expect (the study's).
 - ``crop``: each crop measured against its own background (``background_relative``), so the
   network never sees the absolute light level, white balance or contrast of the microscope.
+
+With ``shape_cues`` (``--shape-cues on``, also stored in the checkpoint) both presets append the
+particle's shape cues (``cue_vector``) to the image as constant channels: (3 + SHAPE_CUE_CHANNELS, S, S).
+They are measured on the crop as photographed, before the square resize distorts its shape, and a
+constant channel stays the same under any flip, rotation or crop of the tensor. The classifier
+splits them off again (``models.Classifier``), so every path that feeds a preset's tensor to a
+model (training, embedding, prediction, Grad-CAM) carries them without knowing.
 """
 from __future__ import annotations
 
@@ -20,7 +27,9 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
+from microplastics.data.shape_cues import SHAPE_CUE_NAMES, cue_mask, shape_cue_features
 from microplastics.data.augment import robust_steps
+from microplastics.data.background_swap import swap_background as swap_filter
 from microplastics.core.images import border_pixels
 from microplastics.deep.models import IMAGENET_MEAN, IMAGENET_STD
 
@@ -28,6 +37,7 @@ MIN_DOWNSCALE_SIDE = 16  # px: smaller crops are not down-scaled by the strong a
 TRAIN_AUGMENTS = ("study", "robust", "strong")  # --augment of the deep scripts; "study" is the original preset
 INPUT_NORMS = ("imagenet", "crop")    # --input-norm of the deep scripts; "imagenet" is the study's
 
+SHAPE_CUE_CHANNELS = len(SHAPE_CUE_NAMES)  # elongation, slenderness, curl, skeleton ends
 CROP_NORM_FLOOR = 0.02  # a crop whose relative spread is below 2 % is flat: do not blow its noise up
 CROP_NORM_CLIP = 8.0
 
@@ -58,6 +68,25 @@ class BackgroundRelative(A.ImageOnlyTransform):
         return background_relative(img)
 
 
+def cue_vector(image: np.ndarray) -> np.ndarray:
+    """The shape cues of the particle in an RGB uint8 crop at its own resolution, on scales a network
+    takes as they are: elongation and curl in [0, 1], slenderness and skeleton ends as log(1 + x).
+    Ratios of lengths on a contrast-normalised mask: no colour, light, contrast or magnification in them."""
+    elongation, slenderness, curl, ends = shape_cue_features(cue_mask(image))
+    return np.array([elongation, np.log1p(slenderness), curl, np.log1p(ends)], dtype=np.float32)
+
+
+def with_cue_channels(tensor: torch.Tensor, image: np.ndarray) -> torch.Tensor:
+    """``tensor`` (3, S, S) with ``cue_vector(image)`` appended as SHAPE_CUE_CHANNELS constant channels."""
+    cues = torch.from_numpy(cue_vector(image)).to(tensor.dtype)
+    return torch.cat([tensor, cues[:, None, None].expand(-1, *tensor.shape[1:])])
+
+
+def input_channels(shape_cues: bool) -> int:
+    """Channels of a preset's tensor: RGB, plus the cue channels with ``shape_cues``."""
+    return 3 + (SHAPE_CUE_CHANNELS if shape_cues else 0)
+
+
 def check_input_norm(input_norm: str) -> str:
     if input_norm not in INPUT_NORMS:
         raise ValueError(f"unknown input normalisation {input_norm!r}; expected one of {list(INPUT_NORMS)}")
@@ -74,14 +103,15 @@ class EvalPreset:
     """Resize to a square of ``image_size`` and normalise: the one view of val, test and new crops."""
 
     def __init__(self, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, input_norm: str = "imagenet") -> None:
+                 std: Sequence[float] = IMAGENET_STD, input_norm: str = "imagenet", shape_cues: bool = False) -> None:
         self.image_size, self.mean, self.std = int(image_size), tuple(mean), tuple(std)
-        self.input_norm = check_input_norm(input_norm)
+        self.input_norm, self.shape_cues = check_input_norm(input_norm), bool(shape_cues)
         self.transform = A.Compose([A.Resize(self.image_size, self.image_size, interpolation=cv2.INTER_LINEAR),
                                     *_to_tensor(self.mean, self.std, self.input_norm)])
 
     def __call__(self, image: np.ndarray, seed: int | None = None) -> torch.Tensor:
-        return self.transform(image=image)["image"]
+        tensor = self.transform(image=image)["image"]
+        return with_cue_channels(tensor, image) if self.shape_cues else tensor
 
 
 class TrainPreset:
@@ -98,15 +128,19 @@ class TrainPreset:
     the crop at its own resolution, before the random resized crop, where a camera's noise, blur
     and compression arise. (Both at once, the strong steps first and the robust ones after the
     resize, was measured and did worse: 0.932 under corruption against 0.942.)
+
+    ``swap_background`` P > 0: with probability P the crop's filter is first replaced by a random
+    one (``microplastics.data.background_swap``), the particle kept: other labs' filters.
     """
 
     def __init__(self, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, augment: str = "study", input_norm: str = "imagenet",
-                 scale_augment: float = 1.0) -> None:
+                 scale_augment: float = 1.0, shape_cues: bool = False, swap_background: float = 0.0) -> None:
         if augment not in TRAIN_AUGMENTS:
             raise ValueError(f"unknown augmentation {augment!r}; expected one of {list(TRAIN_AUGMENTS)}")
         self.image_size, self.mean, self.std, self.augment = int(image_size), tuple(mean), tuple(std), augment
-        self.input_norm = check_input_norm(input_norm)
+        self.input_norm, self.shape_cues = check_input_norm(input_norm), bool(shape_cues)
+        self.swap_background = float(swap_background)
         s = self.image_size
         # scale_augment F > 1: the crop first rescaled by a random factor in [1/F, F] (another magnification)
         rescale = [A.RandomScale(scale_limit=(1 / scale_augment - 1, scale_augment - 1), p=1.0)] \
@@ -132,6 +166,10 @@ class TrainPreset:
         ])
 
     def __call__(self, image: np.ndarray, seed: int | None = None) -> torch.Tensor:
+        if self.swap_background > 0:  # another filter under the particle: part of the scene, before the camera
+            rng = np.random.default_rng(None if seed is None else [int(seed) % (2**32), 2])
+            if rng.random() < self.swap_background:
+                image = swap_filter(image, rng)
         if self.native is not None:
             native = self.native if min(image.shape[:2]) >= MIN_DOWNSCALE_SIDE else self.tiny_native
             if seed is not None:
@@ -139,11 +177,13 @@ class TrainPreset:
             image = native(image=image)["image"]
         if seed is not None:
             self.transform.set_random_seed(int(seed) % (2**32))
-        return self.transform(image=image)["image"]
+        tensor = self.transform(image=image)["image"]
+        # the cues of the crop as the camera (and the strong steps) left it, before the square resize
+        return with_cue_channels(tensor, image) if self.shape_cues else tensor
 
 
 def batch_tensor(images: Sequence[np.ndarray], preset: EvalPreset | TrainPreset) -> torch.Tensor:
-    """Stack RGB uint8 arrays through ``preset`` into one (B, 3, S, S) float tensor."""
+    """Stack RGB uint8 arrays through ``preset`` into one (B, C, S, S) float tensor (C: ``input_channels``)."""
     if len(images) == 0:
-        return torch.empty(0, 3, preset.image_size, preset.image_size)
+        return torch.empty(0, input_channels(preset.shape_cues), preset.image_size, preset.image_size)
     return torch.stack([preset(np.ascontiguousarray(img)) for img in images])
