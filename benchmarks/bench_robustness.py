@@ -46,7 +46,7 @@ DEEP = ["--arch", "resnet18", "--weights", "none", "--finetune", "full", "--imag
 # efficientnet.py's head-mode settings, spelt out: rows state every setting they rely on, so what
 # they measure does not follow the preset's defaults (now the fine-tuned configuration of row 15)
 LITE0_HEAD = ["--finetune", "head", "--augment", "robust", "--val-augment", "off", "--lr", "1e-4",
-              "--epochs", "100", "--patience", "10"]
+              "--epochs", "100", "--patience", "10", "--swap-background", "0"]
 # Lite0 at 64 px (the mp100 crops are about 30 x 40 px): what 2 shared CPU cores can afford; a
 # row's own arguments come after these and override them
 LITE0 = ["--image-size", "64", "--workers", "1", "--device", "cpu", *LITE0_HEAD]
@@ -120,6 +120,12 @@ VARIANTS = [
 # the same trained models, scored with test-time augmentation (robustness.py --tta: 8 flips and quarter turns)
 VARIANTS += [Variant(f"{VARIANTS[i].label} + TTA", "lite0", VARIANTS[i].script, VARIANTS[i].args, VARIANTS[i].model,
                      score_args=("--tta",), model_of=VARIANTS[i].label) for i in (17, 19, 20, 15)]
+# 26, 27: efficientnet.py's defaults (at 64 px): row 15 with half the training crops on other filters
+VARIANTS += [Variant("lite0 ImageNet full 8 epochs, strong + crop norm + filter swap 0.5", "lite0", "efficientnet.py",
+                     [*LITE0_STRONG, "--finetune", "full", "--epochs", "8", "--patience", "3", "--swap-background",
+                      "0.5"], "efficientnet_lite0")]
+VARIANTS += [Variant(f"{VARIANTS[26].label} + TTA", "lite0", VARIANTS[26].script, VARIANTS[26].args,
+                     VARIANTS[26].model, score_args=("--tta",), model_of=VARIANTS[26].label)]
 VARIANT_BY_LABEL = {v.label: v for v in VARIANTS}
 TARGETS = {"classical": 0.85, "deep": 0.90, "lite0": 0.95}
 CLEAN_TARGETS = {"classical": 0.98, "deep": 0.98, "lite0": 0.99}

@@ -158,12 +158,13 @@ def test_head_cache_and_full_mode_work_as_for_the_other_architectures(processed_
     assert first["macro_f1"] == again["macro_f1"]
     assert_reloads_and_reproduces(tmp_path / "a" / "efficientnet_lite0", processed_dir)
 
-    # the preset's defaults: a short full fine-tuning with the strong augmentation and crop normalisation
+    # the preset's defaults: a short full fine-tuning with the strong augmentation, crop normalisation and
+    # half the training crops on other filters
     run(run_args(processed_dir, tmp_path / "full", "--batch-size", "16", "--patience", "1"))
     out = tmp_path / "full" / "efficientnet_lite0"
     cfg = fileio.read_json(out / "config.json")
-    assert (cfg["finetune"], cfg["augment"], cfg["input_norm"], cfg["val_augment"], cfg["lr"], cfg["epochs"]) == \
-        ("full", "strong", "crop", "off", 1e-4, 8)
+    assert (cfg["finetune"], cfg["augment"], cfg["input_norm"], cfg["val_augment"], cfg["lr"], cfg["epochs"],
+            cfg["swap_background"]) == ("full", "strong", "crop", "off", 1e-4, 8, 0.5)
     best = torch.load(out / "best.pt", weights_only=True)
     pretrained = lite0.to_timm(torch.load(lite0.weights_path(), map_location="cpu", weights_only=True))
     # the backbone trained too, starting from the ImageNet weights

