@@ -29,9 +29,14 @@ from microplastics.data.synthetic import random_filter
 CANVAS = 256  # px: the side of the filter canvas a crop's new background is cut from (at least)
 
 
-def particle_share(image: np.ndarray) -> np.ndarray:
-    """How much each pixel of an RGB uint8 crop is particle (0..1), against the level of the crop's frame."""
-    level = np.median(border_pixels(image.astype(np.float32)), axis=0)
+def filter_level(image: np.ndarray) -> np.ndarray:
+    """The filter's colour behind a crop: the median of the crop's frame, per channel."""
+    return np.median(border_pixels(image.astype(np.float32)), axis=0)
+
+
+def particle_share(image: np.ndarray, level: np.ndarray | None = None) -> np.ndarray:
+    """How much each pixel of an RGB uint8 crop is particle (0..1), against the filter's ``level``."""
+    level = filter_level(image) if level is None else level
     smooth = cv2.GaussianBlur(image, (0, 0), 1.0).astype(np.float32)  # the filter's grain is not a particle
     diff = np.abs(smooth - level).max(axis=2)
     return np.clip((diff - LOW) / (HIGH - LOW), 0.0, 1.0).astype(np.float32)
@@ -42,8 +47,8 @@ def swap_background(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     height, width = image.shape[:2]
     if min(height, width) < 5:  # no frame to tell the filter by
         return image
-    alpha = particle_share(image)[..., None]
-    level = np.median(border_pixels(image.astype(np.float32)), axis=0)
+    level = filter_level(image)
+    alpha = particle_share(image, level)[..., None]
     side_h, side_w = max(CANVAS, 2 * height), max(CANVAS, 2 * width)
     canvas = random_filter(rng, side_h, side_w)
     top, left = int(rng.integers(side_h - height + 1)), int(rng.integers(side_w - width + 1))
