@@ -41,7 +41,7 @@ from tqdm import tqdm
 from microplastics.core import fileio
 from microplastics.core.errors import InputError
 from microplastics.data.dataset import settings_digest
-from microplastics.data.shape_cues import (SHAPE_CUE_NAMES, cue_mask, normalised_intensity,  # noqa: F401
+from microplastics.data.shape_cues import (SHAPE_CUE_NAMES, SMOOTH_SIGMA, cue_mask, normalised_intensity,
                                            robust_mask, shape_cue_features)
 from microplastics.core.images import ImageReadError, border_pixels, particle_mask, read_rgb, to_uint8
 
@@ -265,7 +265,7 @@ def lbp_histogram(gray: np.ndarray, settings: FeatureSettings) -> np.ndarray:
 # only ever compared with the crop's own background, channel by channel, which cancels a
 # white-balance shift. The box's size and elongation, untouched by any imaging change, are kept.
 ROBUST_SIZE = 32
-ROBUST_SMOOTH_SIGMA = 1.0
+ROBUST_SMOOTH_SIGMA = SMOOTH_SIGMA  # the shape cues' smoothing too
 ROBUST_NAMES = (SIZE_NAMES
                 + ["z_mean", "z_std", "z_skew", "z_p10", "z_p50", "z_p90", "z_polarity"]
                 + ["rel_chroma_r", "rel_chroma_g", "rel_chroma_b", "rel_saturation"]

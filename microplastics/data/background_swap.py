@@ -18,12 +18,11 @@ hard to see, as it is under a lab's microscope.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from microplastics.core.errors import InputError
 from microplastics.core.images import border_pixels
-from microplastics.data.domains import HIGH, LOW
+from microplastics.data import domains
 from microplastics.data.synthetic import random_filter
 
 CANVAS = 256  # px: the side of the filter canvas a crop's new background is cut from (at least)
@@ -35,11 +34,8 @@ def filter_level(image: np.ndarray) -> np.ndarray:
 
 
 def particle_share(image: np.ndarray, level: np.ndarray | None = None) -> np.ndarray:
-    """How much each pixel of an RGB uint8 crop is particle (0..1), against the filter's ``level``."""
-    level = filter_level(image) if level is None else level
-    smooth = cv2.GaussianBlur(image, (0, 0), 1.0).astype(np.float32)  # the filter's grain is not a particle
-    diff = np.abs(smooth - level).max(axis=2)
-    return np.clip((diff - LOW) / (HIGH - LOW), 0.0, 1.0).astype(np.float32)
+    """How much each pixel of a crop is particle (0..1), against the filter's ``level`` (default: the frame's)."""
+    return domains.particle_share(image, filter_level(image) if level is None else level)
 
 
 def swap_background(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -48,13 +44,12 @@ def swap_background(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if min(height, width) < 5:  # no frame to tell the filter by
         return image
     level = filter_level(image)
-    alpha = particle_share(image, level)[..., None]
+    alpha = particle_share(image, level)
     side_h, side_w = max(CANVAS, 2 * height), max(CANVAS, 2 * width)
     canvas = random_filter(rng, side_h, side_w)
     top, left = int(rng.integers(side_h - height + 1)), int(rng.integers(side_w - width + 1))
     backdrop = canvas[top:top + height, left:left + width]
-    out = image.astype(np.float32) + (1.0 - alpha) * (backdrop - level)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    return domains.swap_filter_share(image, alpha, level, backdrop)
 
 
 def check_swap_probability(p: float) -> float:

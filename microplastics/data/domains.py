@@ -90,12 +90,28 @@ def estimate_filter(image: np.ndarray) -> np.ndarray:
     return cv2.resize(median, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
 
 
-def particle_alpha(image: np.ndarray, filter_estimate: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-    """How much each pixel is particle (0..1): its largest channel difference from the filter, inside boxes."""
+def particle_share(image: np.ndarray, filter_estimate: np.ndarray) -> np.ndarray:
+    """How much each pixel is particle (0..1): its largest channel difference from the filter
+    (an image, or one colour), LOW grey levels none of it, HIGH all of it."""
     smooth = cv2.GaussianBlur(image, (0, 0), 1.0).astype(np.float32)  # the filter's grain is not a particle
     diff = np.abs(smooth - filter_estimate).max(axis=2)
-    alpha = np.clip((diff - LOW) / (HIGH - LOW), 0.0, 1.0)
+    return np.clip((diff - LOW) / (HIGH - LOW), 0.0, 1.0).astype(np.float32)
+
+
+def particle_alpha(image: np.ndarray, filter_estimate: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+    """``particle_share`` inside the boxes, 0 elsewhere."""
+    alpha = particle_share(image, filter_estimate)
     return np.where(box_mask(image.shape[:2], boxes), alpha, 0.0).astype(np.float32)
+
+
+def swap_filter_share(image: np.ndarray, alpha: np.ndarray, old_filter: np.ndarray,
+                      new_filter: np.ndarray) -> np.ndarray:
+    """Each pixel's filter share (1 - alpha) moved from ``old_filter`` to ``new_filter``; uint8.
+
+    A pixel is the sum of particle and filter in the shares alpha and 1 - alpha, so where alpha is
+    1 the pixel stays the original particle pixel, and a blurred edge keeps no halo of the old filter."""
+    out = image.astype(np.float32) + (1 - alpha[..., None]) * (new_filter - old_filter)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def background_pattern(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> np.ndarray:
@@ -132,9 +148,7 @@ def replace_background(image: np.ndarray, boxes: Sequence[Box], pattern: np.ndar
     lit = brightness[brightness > 0.5 * brightness.max()]
     light = brightness / max(float(np.median(lit)) if lit.size else 1.0, 1.0)
     backdrop = np.clip(pattern * light[..., None], 0, 255)
-    # a pixel that is part particle, part filter swaps only its filter part: no halo of the old filter
-    out = image.astype(np.float32) + (1 - alpha[..., None]) * (backdrop - estimate)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8), alpha
+    return swap_filter_share(image, alpha, estimate, backdrop), alpha
 
 
 # ----------------------------------------------------------------------------- folders

@@ -37,7 +37,6 @@ def robust_mask(z: np.ndarray) -> np.ndarray:
     return labels == (int(np.argmax(sizes)) + 1)
 
 
-
 # The longer side the crop is brought to before its particle is segmented: the cues are ratios,
 # so a fixed size makes them the same at any magnification, and skeletons of 96 px cost little.
 CUE_SIZE = 96
