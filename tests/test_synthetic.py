@@ -19,7 +19,10 @@ from microplastics.data.synthetic import (
     HEADER,
     draw_particle,
     draw_photo,
+    flatten_shading,
+    loosen_box,
     photo_classes,
+    randomise_particle,
     write_synthetic_micro,
 )
 
@@ -207,6 +210,69 @@ def test_randomised_fibres_include_thin_faint_ones():
     plain, randomised = contrasts(False), contrasts(True)
     assert len(randomised) >= 8
     assert np.median(randomised) < np.median(plain), (np.median(plain), np.median(randomised))
+
+
+def _tight(alpha: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.nonzero(alpha > 0.3 * alpha.max())
+    return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
+
+
+def test_loosen_box_adds_an_empty_margin_and_keeps_the_particle():
+    particle = draw_particle("pellet", np.random.default_rng(0))
+    r0, c0, r1, c1 = particle.box
+    side = max(r1 - r0, c1 - c0)
+    loose = loosen_box(particle, np.array([0.5, 0.0, 0.25, 0.1]))
+    pads = np.ceil(np.array([0.5, 0.0, 0.25, 0.1]) * side).astype(int)
+    assert loose.box == (r0, c0, r1 + pads[0] + pads[2], c1 + pads[1] + pads[3])
+    h, w = particle.alpha.shape
+    assert loose.alpha.shape == (h + pads[0] + pads[2], w + pads[1] + pads[3])
+    # The particle's pixels sit unchanged inside the grown patch, the new rows and columns empty.
+    inner = loose.alpha[pads[0]:pads[0] + h, pads[1]:pads[1] + w]
+    assert np.array_equal(inner, particle.alpha)
+    assert loose.alpha.sum() == pytest.approx(particle.alpha.sum())
+    lr0, lc0, lr1, lc1 = loose.box
+    assert lr0 <= _tight(loose.alpha)[0] and lr1 >= _tight(loose.alpha)[2]
+    assert _tight(loose.alpha)[0] - lr0 >= pads[0]  # the margin above the particle is empty
+
+
+def test_flatten_shading_keeps_the_mean_colour():
+    particle = draw_particle("hard", np.random.default_rng(4))
+    rgb, alpha = particle.rgb, particle.alpha
+    flat = flatten_shading(rgb, alpha, 0.0)
+    mean = (rgb * alpha[..., None]).sum(axis=(0, 1)) / alpha.sum()
+    assert np.allclose(flat, mean, atol=1e-3)
+    assert np.allclose(flatten_shading(rgb, alpha, 1.0), rgb, atol=1e-3)
+    inside = alpha > 0.5
+    half = flatten_shading(rgb, alpha, 0.5)
+    assert half[inside].std(axis=0).mean() == pytest.approx(0.5 * rgb[inside].std(axis=0).mean(), rel=1e-3)
+
+
+def _shading(particle) -> float:
+    """Relative spread of the particle's brightness over its solid pixels."""
+    luminance = particle.rgb.mean(axis=-1)[particle.alpha > 0.5 * particle.alpha.max()]
+    return float(luminance.std() / max(luminance.mean(), 1.0))
+
+
+def test_randomised_particles_are_faint_flat_and_loose_for_every_class_alike():
+    # Each look change must hit every class at the same odds, or it becomes a class cue.
+    shares: dict[str, dict[str, float]] = {"loose": {}, "faint": {}, "flat": {}}
+    for label in ("hard", "pellet", "foam", "line"):
+        counts = Counter()
+        for k in range(150):
+            particle = draw_particle(label, np.random.default_rng([7, k]))
+            changed = randomise_particle(particle, np.random.default_rng([8, k]), 1.0)
+            counts["loose"] += changed.box != _tight(changed.alpha)
+            counts["faint"] += changed.alpha.max() < 0.5 * particle.alpha.max()
+            counts["flat"] += _shading(changed) < 0.7 * _shading(particle)
+        for key, share in shares.items():
+            share[label] = counts[key] / 150
+    for key in ("faint", "flat"):
+        del shares[key]["line"]  # curly fibres replace half the fibres, drawn faint at their own odds
+    expected = {"loose": (0.35, 0.65), "faint": (0.05, 0.30), "flat": (0.3, 0.7)}
+    for key, share in shares.items():
+        low, high = expected[key]
+        assert all(low < v < high for v in share.values()), (key, share)
+        assert max(share.values()) - min(share.values()) < 0.2, (key, share)
 
 
 def test_randomised_folder_records_it(tmp_path):

@@ -11,8 +11,9 @@ one seed gives byte-identical files, and photo ``i`` does not depend on how many
 
 ``randomise=True`` draws the domain-randomised variant (``data-extraction.py --synthetic
 --randomise``): every photo gets its own filter (colour, texture, debris, sludge-like clutter),
-particle colours, scale, light, focus and field of view, and fibres are often thin, faint and
-curly. It is drawn from a stream of its own, so the plain photos stay exactly as they were.
+particle colours, scale, light, focus and field of view; particles are often flatly lit, faint
+or in a loose box, and fibres often thin, faint and curly. It is drawn from a stream of its own,
+so the plain photos stay exactly as they were.
 """
 from __future__ import annotations
 
@@ -512,7 +513,10 @@ def _sludge(rng: np.random.Generator, canvas: np.ndarray) -> None:
 
 
 def randomise_particle(particle: Particle, rng: np.random.Generator, scale: float) -> Particle:
-    """The particle at the photo's scale, often in another colour and fainter; fibres often thin and curly."""
+    """The particle at the photo's scale, often in another colour, under flatter light, fainter
+    and in a looser box; fibres often thin and curly.
+
+    Every class gets the same odds of each change, so none of them becomes a class cue."""
     if particle.label == "line" and rng.random() < 0.6:
         particle = _draw_curly_fibre(rng)
     if abs(scale - 1) > 0.02:
@@ -522,9 +526,44 @@ def randomise_particle(particle: Particle, rng: np.random.Generator, scale: floa
         luminance = rgb.mean(axis=-1)
         shade = luminance / max(float((luminance * alpha).sum() / max(alpha.sum(), 1e-6)), 1.0)
         rgb = np.clip(rng.uniform(20, 240, 3).astype(np.float32) * shade[..., None], 0, 255)
-    if particle.label != "reference" and rng.random() < 0.4:
-        alpha = alpha * rng.uniform(0.55, 1.0)
-    return Particle(particle.label, rgb.astype(np.float32), alpha.astype(np.float32), particle.box, particle.shadow)
+    if particle.label != "reference" and rng.random() < FLAT_LIGHT_ODDS:
+        rgb = flatten_shading(rgb, alpha, float(rng.uniform(0.0, 0.6)))
+    if particle.label != "reference" and rng.random() < FAINT_ODDS:
+        alpha = alpha * rng.uniform(*FAINT_OPACITY)
+    particle = Particle(particle.label, rgb.astype(np.float32), alpha.astype(np.float32), particle.box,
+                        particle.shadow)
+    if particle.label != "reference" and rng.random() < LOOSE_BOX_ODDS:
+        particle = loosen_box(particle, rng.uniform(0, LOOSE_BOX_MARGIN, 4))
+    return particle
+
+
+# Lighting, particle and annotation looks of other labs' photos: diffuse transmitted light shows
+# little shading inside a particle; thin or translucent particles barely stand out from the filter;
+# hand-drawn boxes often leave a margin around a small particle.
+FLAT_LIGHT_ODDS = 0.5
+FAINT_ODDS = 0.5
+FAINT_OPACITY = (0.25, 1.0)
+LOOSE_BOX_ODDS = 0.5
+LOOSE_BOX_MARGIN = 0.6  # at most this share of the box's longer side added on each side
+
+
+def flatten_shading(rgb: np.ndarray, alpha: np.ndarray, keep: float) -> np.ndarray:
+    """The particle's colour with only ``keep`` (0..1) of its shading left around its mean colour."""
+    weight = alpha[..., None] / max(float(alpha.sum()), 1e-6)
+    mean = (rgb * weight).sum(axis=(0, 1))
+    return (mean + keep * (rgb - mean)).astype(np.float32)
+
+
+def loosen_box(particle: Particle, margins: np.ndarray) -> Particle:
+    """The particle in a box widened on each side (top, left, bottom, right) by ``margins`` times
+    the box's longer side; the patch grows with empty pixels to hold it."""
+    r0, c0, r1, c1 = particle.box
+    pads = np.ceil(np.asarray(margins, np.float64) * max(r1 - r0, c1 - c0)).astype(int)
+    top, left, bottom, right = (int(v) for v in pads)
+    rgb = np.pad(particle.rgb, ((top, bottom), (left, right), (0, 0)), mode="edge")
+    alpha = np.pad(particle.alpha, ((top, bottom), (left, right)))
+    box = (r0, c0, r1 + top + bottom, c1 + left + right)
+    return Particle(particle.label, rgb, alpha, box, particle.shadow)
 
 
 def _draw_curly_fibre(rng: np.random.Generator) -> Particle:
