@@ -512,11 +512,23 @@ def _sludge(rng: np.random.Generator, canvas: np.ndarray) -> None:
     canvas[:] = canvas * (1 - cover[..., None]) + colour * cover[..., None]
 
 
+# Lighting, particle and annotation looks of other labs' photos: diffuse transmitted light shows
+# little shading inside a particle; thin or translucent particles barely stand out from the filter;
+# hand-drawn boxes often leave a margin around a small particle.
+FLAT_LIGHT_ODDS = 0.5
+FLAT_LIGHT_KEEP = (0.0, 0.6)  # share of the particle's shading left under flat light
+FAINT_ODDS = 0.5
+FAINT_OPACITY = (0.25, 1.0)
+LOOSE_BOX_ODDS = 0.5
+LOOSE_BOX_MARGIN = 0.6  # at most this share of the box's longer side added on each side
+
+
 def randomise_particle(particle: Particle, rng: np.random.Generator, scale: float) -> Particle:
     """The particle at the photo's scale, often in another colour, under flatter light, fainter
     and in a looser box; fibres often thin and curly.
 
-    Every class gets the same odds of each change, so none of them becomes a class cue."""
+    Light, faintness and box have the same odds for every class (the reference target keeps
+    its look), so none of them becomes a class cue."""
     if particle.label == "line" and rng.random() < 0.6:
         particle = _draw_curly_fibre(rng)
     if abs(scale - 1) > 0.02:
@@ -527,7 +539,7 @@ def randomise_particle(particle: Particle, rng: np.random.Generator, scale: floa
         shade = luminance / max(float((luminance * alpha).sum() / max(alpha.sum(), 1e-6)), 1.0)
         rgb = np.clip(rng.uniform(20, 240, 3).astype(np.float32) * shade[..., None], 0, 255)
     if particle.label != "reference" and rng.random() < FLAT_LIGHT_ODDS:
-        rgb = flatten_shading(rgb, alpha, float(rng.uniform(0.0, 0.6)))
+        rgb = flatten_shading(rgb, alpha, float(rng.uniform(*FLAT_LIGHT_KEEP)))
     if particle.label != "reference" and rng.random() < FAINT_ODDS:
         alpha = alpha * rng.uniform(*FAINT_OPACITY)
     particle = Particle(particle.label, rgb.astype(np.float32), alpha.astype(np.float32), particle.box,
@@ -536,15 +548,6 @@ def randomise_particle(particle: Particle, rng: np.random.Generator, scale: floa
         particle = loosen_box(particle, rng.uniform(0, LOOSE_BOX_MARGIN, 4))
     return particle
 
-
-# Lighting, particle and annotation looks of other labs' photos: diffuse transmitted light shows
-# little shading inside a particle; thin or translucent particles barely stand out from the filter;
-# hand-drawn boxes often leave a margin around a small particle.
-FLAT_LIGHT_ODDS = 0.5
-FAINT_ODDS = 0.5
-FAINT_OPACITY = (0.25, 1.0)
-LOOSE_BOX_ODDS = 0.5
-LOOSE_BOX_MARGIN = 0.6  # at most this share of the box's longer side added on each side
 
 
 def flatten_shading(rgb: np.ndarray, alpha: np.ndarray, keep: float) -> np.ndarray:
@@ -556,7 +559,8 @@ def flatten_shading(rgb: np.ndarray, alpha: np.ndarray, keep: float) -> np.ndarr
 
 def loosen_box(particle: Particle, margins: np.ndarray) -> Particle:
     """The particle in a box widened on each side (top, left, bottom, right) by ``margins`` times
-    the box's longer side; the patch grows with empty pixels to hold it."""
+    the box's longer side; the patch grows with empty pixels to hold it. (A particle that
+    placing has to shrink gets a tight box again.)"""
     r0, c0, r1, c1 = particle.box
     pads = np.ceil(np.asarray(margins, np.float64) * max(r1 - r0, c1 - c0)).astype(int)
     top, left, bottom, right = (int(v) for v in pads)
