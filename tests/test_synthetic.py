@@ -17,6 +17,7 @@ from microplastics.data.origin import read_origin
 from microplastics.data.synthetic import (
     CLASSES,
     HEADER,
+    _tight_box,
     draw_particle,
     draw_photo,
     flatten_shading,
@@ -212,11 +213,6 @@ def test_randomised_fibres_include_thin_faint_ones():
     assert np.median(randomised) < np.median(plain), (np.median(plain), np.median(randomised))
 
 
-def _tight(alpha: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.nonzero(alpha > 0.3 * alpha.max())
-    return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
-
-
 def test_loosen_box_adds_an_empty_margin_and_keeps_the_particle():
     particle = draw_particle("pellet", np.random.default_rng(0))
     r0, c0, r1, c1 = particle.box
@@ -231,8 +227,8 @@ def test_loosen_box_adds_an_empty_margin_and_keeps_the_particle():
     assert np.array_equal(inner, particle.alpha)
     assert loose.alpha.sum() == pytest.approx(particle.alpha.sum())
     lr0, lc0, lr1, lc1 = loose.box
-    assert lr0 <= _tight(loose.alpha)[0] and lr1 >= _tight(loose.alpha)[2]
-    assert _tight(loose.alpha)[0] - lr0 >= pads[0]  # the margin above the particle is empty
+    assert lr0 <= _tight_box(loose.alpha)[0] and lr1 >= _tight_box(loose.alpha)[2]
+    assert _tight_box(loose.alpha)[0] - lr0 >= pads[0]  # the margin above the particle is empty
 
 
 def test_flatten_shading_keeps_the_mean_colour():
@@ -261,7 +257,7 @@ def test_randomised_particles_are_faint_flat_and_loose_for_every_class_alike():
         for k in range(150):
             particle = draw_particle(label, np.random.default_rng([7, k]))
             changed = randomise_particle(particle, np.random.default_rng([8, k]), 1.0)
-            counts["loose"] += changed.box != _tight(changed.alpha)
+            counts["loose"] += changed.box != _tight_box(changed.alpha)
             counts["faint"] += changed.alpha.max() < 0.5 * particle.alpha.max()
             counts["flat"] += _shading(changed) < 0.7 * _shading(particle)
         for key, share in shares.items():

@@ -538,16 +538,16 @@ def randomise_particle(particle: Particle, rng: np.random.Generator, scale: floa
         luminance = rgb.mean(axis=-1)
         shade = luminance / max(float((luminance * alpha).sum() / max(alpha.sum(), 1e-6)), 1.0)
         rgb = np.clip(rng.uniform(20, 240, 3).astype(np.float32) * shade[..., None], 0, 255)
-    if particle.label != "reference" and rng.random() < FLAT_LIGHT_ODDS:
+    changeable = particle.label != "reference"
+    if changeable and rng.random() < FLAT_LIGHT_ODDS:
         rgb = flatten_shading(rgb, alpha, float(rng.uniform(*FLAT_LIGHT_KEEP)))
-    if particle.label != "reference" and rng.random() < FAINT_ODDS:
+    if changeable and rng.random() < FAINT_ODDS:
         alpha = alpha * rng.uniform(*FAINT_OPACITY)
     particle = Particle(particle.label, rgb.astype(np.float32), alpha.astype(np.float32), particle.box,
                         particle.shadow)
-    if particle.label != "reference" and rng.random() < LOOSE_BOX_ODDS:
+    if changeable and rng.random() < LOOSE_BOX_ODDS:
         particle = loosen_box(particle, rng.uniform(0, LOOSE_BOX_MARGIN, 4))
     return particle
-
 
 
 def flatten_shading(rgb: np.ndarray, alpha: np.ndarray, keep: float) -> np.ndarray:
