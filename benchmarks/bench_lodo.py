@@ -70,6 +70,7 @@ LITE0_FULL = lite0_args("robust", "--finetune", "full", "--epochs", "3", "--pati
 # efficientnet.py's defaults at 64 px before the filter swap: strong augmentation, full fine-tuning for 8
 # epochs (the defaults now add --swap-background 0.5: row 20)
 LITE0_STRONG = lite0_args("strong", "--finetune", "full", "--epochs", "8", "--patience", "3")
+LITE0_DEFAULTS = (*LITE0_STRONG, "--swap-background", "0.5")  # efficientnet.py's defaults at 64 px
 # the Lite0 that holds up best under the corruption suite: the strong augmentation, 20 epochs at lr 1e-3,
 # judged on clean and augmented val crops (the same arguments, split and seed as bench_robustness.py
 # --variants 19, so the same weights)
@@ -135,13 +136,13 @@ ROWS = [
     Row("Lite0 strong, 8 epochs + shape cues in the head + TTA", "combination", "efficientnet.py",
         (*LITE0_STRONG, "--shape-cues", "on"), "efficientnet_lite0", score_args=("--tta",)),
     Row("Lite0 strong, 8 epochs + filter swap 0.5 (the defaults)", "domain randomisation", "efficientnet.py",
-        (*LITE0_STRONG, "--swap-background", "0.5"), "efficientnet_lite0"),
+        LITE0_DEFAULTS, "efficientnet_lite0"),
     Row("Lite0 strong, 8 epochs + filter swap 0.5 (the defaults) + TTA", "combination", "efficientnet.py",
-        (*LITE0_STRONG, "--swap-background", "0.5"), "efficientnet_lite0", score_args=("--tta",)),
+        LITE0_DEFAULTS, "efficientnet_lite0", score_args=("--tta",)),
     Row("Lite0, the defaults + mixed synthetic 0.3", "combination", "efficientnet.py",
-        (*LITE0_STRONG, "--swap-background", "0.5", "--mix-synthetic", "0.3"), "efficientnet_lite0", prep_args=MIX),
+        (*LITE0_DEFAULTS, "--mix-synthetic", "0.3"), "efficientnet_lite0", prep_args=MIX),
     Row("Lite0, the defaults + mixed synthetic 0.3 + TTA", "combination", "efficientnet.py",
-        (*LITE0_STRONG, "--swap-background", "0.5", "--mix-synthetic", "0.3"), "efficientnet_lite0", prep_args=MIX,
+        (*LITE0_DEFAULTS, "--mix-synthetic", "0.3"), "efficientnet_lite0", prep_args=MIX,
         score_args=("--tta",)),
     Row("RF + shape cues + filter swap 0.5", "domain randomisation", "ml-baselines.py",
         ("--models", "rf", "--shape-cues", "on", "--swap-background", "0.5"), "rf"),

@@ -121,9 +121,8 @@ VARIANTS = [
 VARIANTS += [Variant(f"{VARIANTS[i].label} + TTA", "lite0", VARIANTS[i].script, VARIANTS[i].args, VARIANTS[i].model,
                      score_args=("--tta",), model_of=VARIANTS[i].label) for i in (17, 19, 20, 15)]
 # 26, 27: efficientnet.py's defaults (at 64 px): row 15 with half the training crops on other filters
-VARIANTS += [Variant("lite0 ImageNet full 8 epochs, strong + crop norm + filter swap 0.5", "lite0", "efficientnet.py",
-                     [*LITE0_STRONG, "--finetune", "full", "--epochs", "8", "--patience", "3", "--swap-background",
-                      "0.5"], "efficientnet_lite0")]
+VARIANTS += [Variant(f"{VARIANTS[15].label} + filter swap 0.5", "lite0", VARIANTS[15].script,
+                     [*VARIANTS[15].args, "--swap-background", "0.5"], VARIANTS[15].model)]
 VARIANTS += [Variant(f"{VARIANTS[26].label} + TTA", "lite0", VARIANTS[26].script, VARIANTS[26].args,
                      VARIANTS[26].model, score_args=("--tta",), model_of=VARIANTS[26].label)]
 VARIANT_BY_LABEL = {v.label: v for v in VARIANTS}
