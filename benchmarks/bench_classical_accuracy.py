@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_classical_accuracy.py --data /tmp/processed_mp100
 
-Trains RF and SVM (ml-baselines.py's defaults otherwise) per feature set and seed into
+Trains RF and SVM (ml-baselines.py's defaults otherwise, with ``--scale-augment 1 --swap-background 0``
+as when it was measured) per feature set and seed into
 --results-root/<features>-seed<seed>/ (features are computed once, then come from the cache)
 and prints, for the first seed: accuracy and macro-F1 on the test split with a 95% percentile
 bootstrap interval over test crops (seeded, 1,000 resamples) and the validation macro-F1; then
@@ -21,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_robustness import CLASSICAL_PLAIN_COPIES  # noqa: E402  (this folder is sys.path[0])
 from microplastics.classical import baselines  # noqa: E402
 from microplastics.results import metrics, stats  # noqa: E402
 from microplastics.core.cli import default_workers  # noqa: E402
@@ -31,7 +33,7 @@ COMPARED = ("original", "full")  # the study's set against the extended one
 
 def run(data: str, out: Path, kind: str, seed: int, balance: str, workers: int) -> None:
     baselines.main(["--data", data, "--results", str(out), "--features", kind, "--balance", balance,
-                    "--seed", str(seed), "--workers", str(workers), "--grid-size", "0"])
+                    "--seed", str(seed), "--workers", str(workers), "--grid-size", "0", *CLASSICAL_PLAIN_COPIES])
 
 
 def main() -> None:

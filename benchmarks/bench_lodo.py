@@ -42,7 +42,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_robustness import LITE0_HEAD, MP100, PY, sh  # noqa: E402  (this folder is sys.path[0])
+from bench_robustness import CLASSICAL_PLAIN_COPIES, LITE0_HEAD, MP100, PY, sh  # noqa: E402  (this folder is sys.path[0])
 from microplastics.core.layout import model_file  # noqa: E402
 from microplastics.data import dataset, domains  # noqa: E402
 from microplastics.results.metrics import compute_metrics, load_metrics, read_predictions  # noqa: E402
@@ -97,28 +97,34 @@ class Row:
         return f"{Path(self.script).stem}_{digest}"
 
 
-MIX = ("--mix-synthetic-photos", "150")  # data-preprocessing.py: a pool of domain-randomised synthetic training crops
+# ml-baselines.py's rows spell out its augmented copies as they were when the rows were measured (not rescaled,
+# not put on other filters); a row's own arguments come after these and override them
+CLASSICAL = tuple(CLASSICAL_PLAIN_COPIES)
+MIX = ("--mix-synthetic-photos", "150")  # data-preprocessing.py: a pool of domain-randomised synthetic crops
 ROWS = [
-    Row("RF, no lever (features before shape cues)", "none", "ml-baselines.py", ("--models", "rf", "svm"), "rf"),
-    Row("SVM, no lever (features before shape cues)", "none", "ml-baselines.py", ("--models", "rf", "svm"), "svm"),
-    Row("RF + TTA", "test-time augmentation", "ml-baselines.py", ("--models", "rf", "svm"), "rf",
+    Row("RF, no lever (features before shape cues)", "none", "ml-baselines.py", (*CLASSICAL, "--models", "rf", "svm"),
+        "rf"),
+    Row("SVM, no lever (features before shape cues)", "none", "ml-baselines.py", (*CLASSICAL, "--models", "rf", "svm"),
+        "svm"),
+    Row("RF + TTA", "test-time augmentation", "ml-baselines.py", (*CLASSICAL, "--models", "rf", "svm"), "rf",
         score_args=("--tta",)),
     Row("Lite0 head mode (64 px)", "none", "efficientnet.py", (*LITE0, "--aug-views", "1"), "efficientnet_lite0"),
     Row("Lite0 full fine-tuning (64 px, 3 epochs)", "fine-tuning", "efficientnet.py", LITE0_FULL, "efficientnet_lite0"),
-    Row("RF, shape cues off", "none", "ml-baselines.py", ("--models", "rf", "--shape-cues", "off"), "rf"),
-    Row("RF + shape cues (the default)", "shape cues", "ml-baselines.py", ("--models", "rf", "--shape-cues", "on"),
+    Row("RF, shape cues off", "none", "ml-baselines.py", (*CLASSICAL, "--models", "rf", "--shape-cues", "off"),
         "rf"),
+    Row("RF + shape cues (the default before the scale and filter copies)", "shape cues", "ml-baselines.py",
+        (*CLASSICAL, "--models", "rf", "--shape-cues", "on"), "rf"),
     Row("RF + scale augmentation 2x", "scale", "ml-baselines.py",
-        ("--models", "rf", "--shape-cues", "off", "--scale-augment", "2"), "rf"),
+        (*CLASSICAL, "--models", "rf", "--shape-cues", "off", "--scale-augment", "2"), "rf"),
     Row("RF + mixed synthetic 0.3", "domain randomisation", "ml-baselines.py",
-        ("--models", "rf", "--shape-cues", "off", "--mix-synthetic", "0.3"), "rf", prep_args=MIX),
+        (*CLASSICAL, "--models", "rf", "--shape-cues", "off", "--mix-synthetic", "0.3"), "rf", prep_args=MIX),
     Row("RF, combined: shape cues + scale 2x + mixed synthetic 0.3", "combination", "ml-baselines.py",
-        ("--models", "rf", "--shape-cues", "on", "--scale-augment", "2", "--mix-synthetic", "0.3"), "rf",
+        (*CLASSICAL, "--models", "rf", "--shape-cues", "on", "--scale-augment", "2", "--mix-synthetic", "0.3"), "rf",
         prep_args=MIX),
     Row("SVM + shape cues (the default features)", "shape cues", "ml-baselines.py",
-        ("--models", "svm", "--shape-cues", "on"), "svm"),
+        (*CLASSICAL, "--models", "svm", "--shape-cues", "on"), "svm"),
     Row("SVM + shape cues + TTA", "test-time augmentation", "ml-baselines.py",
-        ("--models", "svm", "--shape-cues", "on"), "svm", score_args=("--tta",)),
+        (*CLASSICAL, "--models", "svm", "--shape-cues", "on"), "svm", score_args=("--tta",)),
     Row("Lite0 full fine-tuning + TTA", "test-time augmentation", "efficientnet.py", LITE0_FULL,
         "efficientnet_lite0", score_args=("--tta",)),
     Row("Lite0 full fine-tuning + mixed synthetic 0.3", "domain randomisation", "efficientnet.py",
@@ -145,11 +151,24 @@ ROWS = [
         (*LITE0_DEFAULTS, "--mix-synthetic", "0.3"), "efficientnet_lite0", prep_args=MIX,
         score_args=("--tta",)),
     Row("RF + shape cues + filter swap 0.5", "domain randomisation", "ml-baselines.py",
-        ("--models", "rf", "--shape-cues", "on", "--swap-background", "0.5"), "rf"),
+        (*CLASSICAL, "--models", "rf", "--shape-cues", "on", "--swap-background", "0.5"), "rf"),
     Row("Lite0, the defaults with every training crop on another filter (swap 1)", "domain randomisation",
         "efficientnet.py", (*LITE0_STRONG, "--swap-background", "1"), "efficientnet_lite0"),
     Row("Lite0, the defaults with every training crop on another filter (swap 1) + TTA", "combination",
         "efficientnet.py", (*LITE0_STRONG, "--swap-background", "1"), "efficientnet_lite0", score_args=("--tta",)),
+    # row 9 with the filter swap as well: every classical lever together (the swap alone, row 24, made the
+    # forest lean on crop size; the scale augmentation is there to take that away)
+    Row("RF, every lever: shape cues + scale 2x + mixed synthetic 0.3 + filter swap 0.5", "combination",
+        "ml-baselines.py", ("--models", "rf", "--shape-cues", "on", "--scale-augment", "2", "--mix-synthetic", "0.3",
+                            "--swap-background", "0.5"), "rf", prep_args=MIX),
+    # the same without the synthetic pool, which has to be asked for when the data folder is built
+    Row("RF, shape cues + scale 2x + filter swap 0.5 (the defaults)", "combination", "ml-baselines.py",
+        ("--models", "rf", "--shape-cues", "on", "--scale-augment", "2", "--swap-background", "0.5"), "rf"),
+    Row("SVM, shape cues + scale 2x + filter swap 0.5 (the defaults)", "combination", "ml-baselines.py",
+        ("--models", "svm", "--shape-cues", "on", "--scale-augment", "2", "--swap-background", "0.5"), "svm"),
+    Row("SVM, every lever: shape cues + scale 2x + mixed synthetic 0.3 + filter swap 0.5", "combination",
+        "ml-baselines.py", ("--models", "svm", "--shape-cues", "on", "--scale-augment", "2", "--mix-synthetic", "0.3",
+                            "--swap-background", "0.5"), "svm", prep_args=MIX),
 ]
 
 

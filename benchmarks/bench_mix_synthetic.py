@@ -1,10 +1,11 @@
 """Does mixing domain-randomised synthetic crops into training help on other filters?
 
 Builds mp100's photo-grouped split with a pool of synthetic crops (data-preprocessing.py
---mix-synthetic-photos), trains the default Random Forest (ml-baselines.py --models rf) without and
-with --mix-synthetic FRACTION, and scores both on mp100's own test split and on the same test photos
-with their filter recoloured (white, pale blue, grey, pink: the filter pixels are shifted to the new
-colour, texture kept; particles, which differ from the filter, keep theirs). Prints test macro-F1 with
+--mix-synthetic-photos), trains the Random Forest (ml-baselines.py --models rf, with --scale-augment 1
+--swap-background 0 as when it was measured) without and with --mix-synthetic FRACTION, and scores both
+on mp100's own test split and on the same test photos with their filter recoloured (white, pale blue,
+grey, pink: the filter pixels are shifted to the new colour, texture kept; particles, which differ from
+the filter, keep theirs). Prints test macro-F1 with
 its 95 % bootstrap interval per set, and whether the mixed model's clean macro-F1 stays inside the
 plain model's interval (the condition for keeping it).
 
@@ -26,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_robustness import CLASSICAL_PLAIN_COPIES  # noqa: E402  (this folder is sys.path[0])
 from microplastics.classical.baselines import load_model  # noqa: E402
 from microplastics.core.images import read_rgb  # noqa: E402
 from microplastics.data import dataset  # noqa: E402
@@ -72,7 +74,7 @@ def train(data: Path, results: Path, fraction: float, workers: int, retrain: boo
     if retrain or not (results / "rf" / "metrics.json").is_file():
         subprocess.run([sys.executable, str(ROOT / "ml-baselines.py"), "--data", str(data), "--results", str(results),
                         "--models", "rf", "--grid-size", "0", "--workers", str(workers),
-                        "--mix-synthetic", str(fraction)], check=True)
+                        "--mix-synthetic", str(fraction), *CLASSICAL_PLAIN_COPIES], check=True)
     return results / "rf"
 
 

@@ -52,6 +52,9 @@ LITE0_HEAD = ["--finetune", "head", "--augment", "robust", "--val-augment", "off
 LITE0 = ["--image-size", "64", "--workers", "1", "--device", "cpu", *LITE0_HEAD]
 LITE0_ROBUST = [*LITE0, "--augment", "robust", "--input-norm", "crop"]
 LITE0_STRONG = [*LITE0, "--augment", "strong", "--input-norm", "crop"]
+# ml-baselines.py's augmented copies spelt out as they were before they were also put at other magnifications
+# and on other filters by default: the classical figures measured before then repeat with these
+CLASSICAL_PLAIN_COPIES = ["--scale-augment", "1", "--swap-background", "0"]
 
 
 @dataclass(frozen=True)
@@ -69,17 +72,17 @@ class Variant:
 
 VARIANTS = [
     Variant("study 13 features, RF", "classical", "ml-baselines.py",
-            ["--models", "rf", "--features", "original", "--augment", "none"], "rf"),
+            ["--models", "rf", "--features", "original", "--augment", "none", *CLASSICAL_PLAIN_COPIES], "rf"),
     Variant("study 13 features, SVM", "classical", "ml-baselines.py",
-            ["--models", "svm", "--features", "original", "--augment", "none"], "svm"),
+            ["--models", "svm", "--features", "original", "--augment", "none", *CLASSICAL_PLAIN_COPIES], "svm"),
     Variant("full features, RF", "classical", "ml-baselines.py",
-            ["--models", "rf", "--features", "full", "--augment", "none"], "rf"),
+            ["--models", "rf", "--features", "full", "--augment", "none", *CLASSICAL_PLAIN_COPIES], "rf"),
     Variant("full features + robust aug, RF", "classical", "ml-baselines.py",
-            ["--models", "rf", "--features", "full", "--augment", "robust"], "rf"),
+            ["--models", "rf", "--features", "full", "--augment", "robust", *CLASSICAL_PLAIN_COPIES], "rf"),
     Variant("robust features + aug, RF", "classical", "ml-baselines.py",
-            ["--models", "rf", "--features", "robust", "--augment", "robust"], "rf"),
+            ["--models", "rf", "--features", "robust", "--augment", "robust", *CLASSICAL_PLAIN_COPIES], "rf"),
     Variant("robust features + aug, SVM", "classical", "ml-baselines.py",
-            ["--models", "svm", "--features", "robust", "--augment", "robust"], "svm"),
+            ["--models", "svm", "--features", "robust", "--augment", "robust", *CLASSICAL_PLAIN_COPIES], "svm"),
     Variant("resnet18 scratch, study aug", "deep", "resnet50.py", [*DEEP, "--augment", "study"], "resnet18"),
     Variant("resnet18 scratch, robust aug", "deep", "resnet50.py", [*DEEP, "--augment", "robust"], "resnet18"),
     Variant("resnet18 scratch, robust + crop norm", "deep", "resnet50.py",

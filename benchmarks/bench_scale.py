@@ -14,7 +14,8 @@ on the original photo, per model setting:
 - ``resampled``: the folder built with ``--um-per-px`` and ``--crop-um-per-px``, and new photos'
   crops resampled to that scale from their own um/px (``prediction.py --um-per-px``).
 
-Models: the Random Forest of ml-baselines.py (its defaults, except ``--aug-copies``), and with
+Models: the Random Forest of ml-baselines.py (its defaults, except ``--aug-copies``, and with
+``--scale-augment 1 --swap-background 0`` before each setting's own options, as when it was measured), and with
 ``--lite0`` the EfficientNet-Lite0 head model of efficientnet.py. Target: >= 95% of predictions
 unchanged at every scale from 0.5x to 2x for the resampled setting on calibrated photos.
 """
@@ -31,7 +32,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_robustness import LITE0_HEAD  # noqa: E402  (this folder is sys.path[0])
+from bench_robustness import CLASSICAL_PLAIN_COPIES, LITE0_HEAD  # noqa: E402  (this folder is sys.path[0])
 from microplastics.classical import baselines  # noqa: E402
 from microplastics.core.cli import default_workers  # noqa: E402
 from microplastics.core.images import read_rgb  # noqa: E402
@@ -64,7 +65,7 @@ def rescaled_photos(micro: Path, photos: list[str], factor: float, out: Path) ->
 
 def train_rf(data: Path, results: Path, workers: int, copies: int, *extra: str) -> Path:
     baselines.main(["--data", str(data), "--results", str(results), "--models", "rf", "--grid-size", "0",
-                    "--workers", str(workers), "--aug-copies", str(copies), *extra])
+                    "--workers", str(workers), "--aug-copies", str(copies), *CLASSICAL_PLAIN_COPIES, *extra])
     return results / "rf"
 
 

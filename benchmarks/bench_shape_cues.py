@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/bench_shape_cues.py --data /tmp/bench_scale/plain
 
-Trains ml-baselines.py (its defaults otherwise, ``--aug-copies`` as given) with ``--shape-cues
-off`` and ``on`` on the same processed folder and prints accuracy and macro-F1 on the test split
+Trains ml-baselines.py (its defaults otherwise, ``--aug-copies`` as given; augmented copies neither
+rescaled nor put on other filters, ``--scale-augment 1 --swap-background 0``, as when it was measured)
+with ``--shape-cues off`` and ``on`` on the same processed folder and prints accuracy and macro-F1 on the test split
 with a 95% percentile bootstrap interval over test crops (seeded, 1,000 resamples), and
 McNemar's exact test of on against off on the same crops. The cues are the default when, for
 every model, macro-F1 with them lies inside the interval of the run without them (or above it).
@@ -17,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_robustness import CLASSICAL_PLAIN_COPIES  # noqa: E402  (this folder is sys.path[0])
 from microplastics.classical import baselines  # noqa: E402
 from microplastics.core.cli import default_workers  # noqa: E402
 from microplastics.results import metrics, stats  # noqa: E402
@@ -36,7 +38,7 @@ def main() -> None:
     for cues in ("off", "on"):
         baselines.main(["--data", args.data, "--results", str(root / cues), "--models", *args.models,
                         "--shape-cues", cues, "--aug-copies", str(args.aug_copies), "--seed", str(args.seed),
-                        "--workers", str(args.workers), "--grid-size", "0"])
+                        "--workers", str(args.workers), "--grid-size", "0", *CLASSICAL_PLAIN_COPIES])
     print(f"\ndata: {args.data}, seed {args.seed}, runs in {root}\n")
     print("| model | shape cues | test n | accuracy | macro-F1 | 95% CI (bootstrap) |")
     print("|---|---|---:|---:|---:|---|")

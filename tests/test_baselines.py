@@ -52,9 +52,27 @@ def test_model_folder_follows_the_contract(results, data, model):
     assert read_json(folder / "val_metrics.json")["split"] == "val"
     config = read_json(folder / "config.json")
     assert config["features"] == "robust" and config["augment"] == "robust"  # the defaults
+    # the robust copies also go to other magnifications and onto other filters by default
+    assert config["scale_augment"] == baselines.SCALE_AUGMENT_DEFAULT == 2.0
+    assert config["swap_background"] == baselines.SWAP_BACKGROUND_DEFAULT == 0.5
     assert config["balance"] == "smote" and config["seed"] == 42
     # The drawn classes are easy to tell apart: a working pipeline gets most test crops right.
     assert m["accuracy"] >= 0.75
+
+
+@pytest.mark.parametrize("augment, calibrated, given, expected", [
+    ("robust", False, (None, None), (2.0, 0.5)),
+    ("robust", True, (None, None), (1.0, 0.5)),   # calibrated crops are at one scale already
+    ("none", False, (None, None), (1.0, 0.0)),    # the study's: no augmented copies at all
+    ("none", False, (1.5, 0.2), (1.5, 0.2)),      # what is given is kept
+    ("robust", False, (1.0, 0.0), (1.0, 0.0)),
+])
+def test_scale_and_filter_defaults_follow_the_augmentation_and_the_calibration(augment, calibrated, given,
+                                                                               expected):
+    args = baselines.get_args_parser().parse_args(["--augment", augment])
+    args.scale_augment, args.swap_background = given
+    baselines.resolve_augment_defaults(args, calibrated=calibrated)
+    assert (args.scale_augment, args.swap_background) == expected
 
 
 def test_test_split_is_scored_not_val(results, data):

@@ -26,10 +26,11 @@ SCORE_LABELS = {
 RANK_BY = "macro_f1"  # the study's classes are very unequal in size: accuracy alone flatters "hard"
 WHOLE_NUMBERS = ("n", "epochs_run", "best_epoch")
 SETTING_KEYS = ("image_size", "epochs", "batch_size", "aug_views", "finetune", "balance", "features", "augment",
-                "input_norm", "val_augment", "shape_cues", "swap_background", "weights", "seed", "device")
+                "input_norm", "val_augment", "shape_cues", "scale_augment", "swap_background", "weights", "seed",
+                "device")
 # settings left out of the one-line description when they are a family's default (the study's)
 QUIET_SETTINGS = {"augment": ("none", "study"), "input_norm": ("imagenet",), "val_augment": ("off",),
-                  "shape_cues": ("off",), "swap_background": (0, 0.0)}
+                  "shape_cues": ("off",), "scale_augment": (1, 1.0), "swap_background": (0, 0.0)}
 
 
 @dataclass
