@@ -103,6 +103,14 @@ CLASSICAL = tuple(CLASSICAL_PLAIN_COPIES)
 MIX = ("--mix-synthetic-photos", "150")  # data-preprocessing.py: a pool of domain-randomised synthetic crops
 # three times the pool, enough for half of mp100's training crops to be synthetic
 MIX_LARGE = ("--mix-synthetic-photos", "450")
+
+
+def every_classical_lever(model: str, mix: str) -> tuple[str, ...]:
+    """ml-baselines.py with shape cues, scale augmentation, the synthetic mix and the filter swap together."""
+    return ("--models", model, "--shape-cues", "on", "--scale-augment", "2", "--mix-synthetic", mix,
+            "--swap-background", "0.5")
+
+
 ROWS = [
     Row("RF, no lever (features before shape cues)", "none", "ml-baselines.py", (*CLASSICAL, "--models", "rf", "svm"),
         "rf"),
@@ -161,23 +169,20 @@ ROWS = [
     # row 9 with the filter swap as well: every classical lever together (the swap alone, row 24, made the
     # forest lean on crop size; the scale augmentation is there to take that away)
     Row("RF, every lever: shape cues + scale 2x + mixed synthetic 0.3 + filter swap 0.5", "combination",
-        "ml-baselines.py", ("--models", "rf", "--shape-cues", "on", "--scale-augment", "2", "--mix-synthetic", "0.3",
-                            "--swap-background", "0.5"), "rf", prep_args=MIX),
+        "ml-baselines.py", every_classical_lever("rf", "0.3"), "rf", prep_args=MIX),
     # the same without the synthetic pool, which has to be asked for when the data folder is built
     Row("RF, shape cues + scale 2x + filter swap 0.5 (the defaults)", "combination", "ml-baselines.py",
         ("--models", "rf", "--shape-cues", "on", "--scale-augment", "2", "--swap-background", "0.5"), "rf"),
     Row("SVM, shape cues + scale 2x + filter swap 0.5 (the defaults)", "combination", "ml-baselines.py",
         ("--models", "svm", "--shape-cues", "on", "--scale-augment", "2", "--swap-background", "0.5"), "svm"),
     Row("SVM, every lever: shape cues + scale 2x + mixed synthetic 0.3 + filter swap 0.5", "combination",
-        "ml-baselines.py", ("--models", "svm", "--shape-cues", "on", "--scale-augment", "2", "--mix-synthetic", "0.3",
-                            "--swap-background", "0.5"), "svm", prep_args=MIX),
+        "ml-baselines.py", every_classical_lever("svm", "0.3"), "svm", prep_args=MIX),
     # the best rows between the two worlds (22, 27) with half of the training crops synthetic: the model trained on
     # the generator's photos then sees as many randomised particles as plain ones
     Row("Lite0, the defaults + mixed synthetic 0.5 (pool of 450 photos)", "combination", "efficientnet.py",
         (*LITE0_DEFAULTS, "--mix-synthetic", "0.5"), "efficientnet_lite0", prep_args=MIX_LARGE),
     Row("RF, every lever with mixed synthetic 0.5 (pool of 450 photos)", "combination", "ml-baselines.py",
-        ("--models", "rf", "--shape-cues", "on", "--scale-augment", "2", "--mix-synthetic", "0.5",
-         "--swap-background", "0.5"), "rf", prep_args=MIX_LARGE),
+        every_classical_lever("rf", "0.5"), "rf", prep_args=MIX_LARGE),
 ]
 
 
