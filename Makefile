@@ -17,9 +17,11 @@ $(VENV)/.installed: requirements.txt
 
 setup: $(VENV)/.installed
 
+# The suite runs in two processes; TEST_WORKERS=0 runs it in one (for a debugger or -x).
+TEST_WORKERS ?= 2
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 # ---------------------------------------------------------------- one command
 # demo, all and mp100 run one set of rules (the pipeline below) on their own folders and
