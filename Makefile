@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 TEST_WORKERS ?= 2
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # ---------------------------------------------------------------- one command
 # demo, all and mp100 run one set of rules (the pipeline below) on their own folders and
